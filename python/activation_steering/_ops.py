@@ -1,0 +1,59 @@
+"""Loads the ATen ops (torch.ops.activation_steering.*) and registers their fake kernels.
+
+Import this module, never `_torch_ops` directly. If the compiled library cannot
+be loaded (e.g. torch was upgraded after the build), every op falls back to its
+pure-torch twin in `_reference` with a one-time warning naming the rebuild command.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import _reference
+
+REBUILD_HINT = "rebuild with `make build` (or `python setup.py build_ext --inplace`) against the installed torch"
+
+try:
+    from . import _torch_ops  # noqa: F401  (loading it registers the ops)
+
+    HAVE_COMPILED_OPS = True
+    _LOAD_ERROR: Exception | None = None
+except ImportError as exc:  # pragma: no cover - exercised only on a broken build
+    HAVE_COMPILED_OPS = False
+    _LOAD_ERROR = exc
+
+_warned = False
+
+
+def _warn_fallback() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"activation_steering: compiled ATen ops unavailable ({_LOAD_ERROR}); using the pure-torch "
+            f"reference ops, which are slower. Fix: {REBUILD_HINT}.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Fake (meta) kernels: shapes/dtypes only, so torch.compile can trace the ops.
+# --------------------------------------------------------------------------- #
+if HAVE_COMPILED_OPS:
+
+    @torch.library.register_fake("activation_steering::pool_spans")
+    def _pool_spans_fake(hidden, start, end):
+        return hidden.new_empty((hidden.shape[0], hidden.shape[2]), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- #
+# Public entry points used by the rest of the package.
+# --------------------------------------------------------------------------- #
+def pool_spans(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Mean of hidden[b, start[b]:end[b]] per row, float32 [B, D]."""
+    if HAVE_COMPILED_OPS:
+        return torch.ops.activation_steering.pool_spans(hidden, start, end)
+    _warn_fallback()
+    return _reference.pool_spans(hidden, start, end)
