@@ -34,8 +34,16 @@ _CORPUS = [
 FAMILIES = ("llama", "qwen2", "gpt2", "gpt_neox", "opt")
 
 
-@functools.lru_cache(maxsize=1)
 def make_tokenizer():
+    """A fresh tokenizer object each call: MalleableModel sets a pad token on the
+    tokenizer it is given, and one test's mutation must never leak into another."""
+    import copy
+
+    return copy.deepcopy(_base_tokenizer())
+
+
+@functools.lru_cache(maxsize=1)
+def _base_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -53,17 +61,16 @@ def make_tokenizer():
 
 
 def fresh_tokenizer():
-    """A new tokenizer object (tests that mutate it, e.g. pad token, get their own)."""
-    import copy
-
-    return copy.deepcopy(make_tokenizer())
+    """Alias of make_tokenizer (every call already returns a new object)."""
+    return make_tokenizer()
 
 
 def make_config(family: str, n_layers: int = 4, hidden: int = 64):
     import transformers as tf
 
-    vocab = len(make_tokenizer())
-    common = dict(vocab_size=vocab, eos_token_id=make_tokenizer().eos_token_id, bos_token_id=make_tokenizer().bos_token_id)
+    vocab = len(_base_tokenizer())
+    base = _base_tokenizer()
+    common = dict(vocab_size=vocab, eos_token_id=base.eos_token_id, bos_token_id=base.bos_token_id)
     if family == "llama":
         return tf.LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
                               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, **common)
@@ -78,7 +85,7 @@ def make_config(family: str, n_layers: int = 4, hidden: int = 64):
     if family == "opt":
         return tf.OPTConfig(hidden_size=hidden, ffn_dim=2 * hidden, num_hidden_layers=n_layers,
                             num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=hidden,
-                            pad_token_id=make_tokenizer().eos_token_id, **common)
+                            pad_token_id=base.eos_token_id, **common)
     raise ValueError(f"unknown family {family!r}")
 
 

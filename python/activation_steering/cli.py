@@ -1,53 +1,289 @@
 """Command line: `python -m activation_steering <command>` (also `activation-steering`).
 
 Commands
-  demo    the main job (README): see `demo --help`.
+  demo     the main job: CAST in miniature on the embedded model (README)
+  train    JSON contrastive data -> .svec steering vector
+  search   best condition point for a .svec from two prompt files
+  steer    respond to prompts from a file with given vectors and settings
+
+Exit codes: 0 success, 1 runtime failure, 2 bad arguments or bad input files.
+Every command runs offline; --model takes a local Hugging Face model folder
+(default: the embedded SmolLM2-135M-Instruct).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    # Until the CAST demo lands this runs the smaller real job the foundation
-    # promises: load the embedded model (GGUF -> cached float32), answer a few
-    # prompts greedily, print timings.
-    from .models import load_default_model
+class InputError(Exception):
+    """A user-supplied file or argument is unusable (exit code 2)."""
 
+
+# --------------------------------------------------------------------------- #
+# helpers
+# --------------------------------------------------------------------------- #
+def _load_model(path: str | None):
+    if path is None:
+        from .models import load_default_model
+
+        return load_default_model()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise InputError(f"--model {path}: not a folder; pass a local Hugging Face model folder (nothing is downloaded)")
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    return model, tok
+
+
+def _read_json(path: str, what: str):
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} {path}: no such file")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {path}: not valid JSON ({exc})") from None
+
+
+def _read_prompts(path: str, what: str) -> list[str]:
+    """Prompts from a .json list of strings, or a text file with one prompt per line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} {path}: no such file")
+    if p.suffix == ".json":
+        data = _read_json(path, what)
+        if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
+            raise InputError(f"{what} {path}: expected a JSON list of strings")
+        prompts = data
+    else:
+        prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise InputError(f"{what} {path}: contains no prompts")
+    return prompts
+
+
+def _load_vector(path: str, what: str):
+    from .extract import SteeringVector
+
+    try:
+        return SteeringVector.load(path)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def _int_list(text: str) -> list[int]:
+    """'10-15' or '3,5,7' or '10-12,20' -> list of ints."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:  # a range; a leading '-' is a negative id's sign
+                head, tail = part[1:].split("-", 1)
+                out.extend(range(int(part[0] + head), int(tail) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer ids like '10-15' or '3,5,7', got {text!r}") from None
+    return out
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'LO,HI', got {text!r}") from None
+    return a, b
+
+
+def _int_pair(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two layer ids 'LO,HI', got {text!r}") from None
+    return a, b
+
+
+def _tokens(text: str):
+    if text in ("all", "suffix-only"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, 'all' or 'suffix-only', got {text!r}") from None
+
+
+# --------------------------------------------------------------------------- #
+# commands
+# --------------------------------------------------------------------------- #
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    settings = demo.DemoSettings()
+    if args.max_new_tokens:
+        settings.max_new_tokens = args.max_new_tokens
+    data = demo.project_data()
+    if args.ibm_demo_data:
+        data = demo.ibm_demo_data(Path(args.ibm_demo_data))
     t0 = time.perf_counter()
-    model, tokenizer = load_default_model()
-    t_load = time.perf_counter() - t0
-    print(f"[demo] embedded model SmolLM2-135M-Instruct loaded from {model._as_load_source} in {t_load:.1f}s")
-    import torch
-
-    prompts = ["What is the capital of France?", "Name three primary colours.", "What is 12 times 12?"]
-    for p in prompts:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        dt = time.perf_counter() - t1
-        n = out.shape[1] - enc.input_ids.shape[1]
-        reply = tokenizer.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True).strip()
-        print(f"[demo] Q: {p}\n       A: {reply}\n       ({n} tokens in {dt:.2f}s, {n / dt:.1f} tok/s)")
+    results = demo.run(settings, data, output_dir=args.output_dir)
+    print(demo.format_table(results))
+    print(f"\nartefacts in {args.output_dir}/ (vectors, condition_point_analysis.json, refusal_rates.png, "
+          f"example_responses.json); total {time.perf_counter() - t0:.0f}s")
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Data file: {"examples": [[pos, neg], ...], "suffixes": [[pos_sfx, neg_sfx], ...] | [sfx, ...] | null}."""
+    data = _read_json(args.data, "--data")
+    if not isinstance(data, dict) or "examples" not in data:
+        raise InputError(f"--data {args.data}: expected an object with an \"examples\" list of [positive, negative] pairs")
+    examples = data["examples"]
+    if (not isinstance(examples, list) or not examples
+            or not all(isinstance(e, list) and len(e) == 2 and all(isinstance(s, str) for s in e) for e in examples)):
+        raise InputError(f"--data {args.data}: \"examples\" must be a non-empty list of [positive, negative] string pairs")
+    suffixes = data.get("suffixes")
+    if suffixes is not None:
+        if not isinstance(suffixes, list) or not suffixes:
+            raise InputError(f"--data {args.data}: \"suffixes\" must be a non-empty list or null")
+        suffixes = [tuple(s) if isinstance(s, list) else s for s in suffixes]
+    from . import SteeringDataset, SteeringVector
+
+    model, tok = _load_model(args.model)
+    dataset = SteeringDataset(tok, [tuple(e) for e in examples], suffixes=suffixes,
+                              disable_suffixes=args.no_suffixes, use_chat_template=not args.no_chat_template)
+    vector = SteeringVector.train(model, tok, dataset, method=args.method,
+                                  accumulate_last_x_tokens=args.accumulate_last_x_tokens,
+                                  hidden_layer_ids=args.layers, batch_size=args.batch_size,
+                                  save_analysis=args.save_analysis is not None,
+                                  output_dir=args.save_analysis or "activation_steering_figures")
+    vector.save(args.out)
+    out = args.out if args.out.endswith(".svec") else args.out + ".svec"
+    print(f"wrote {out}: {len(vector.directions)} layers, {len(dataset.formatted_dataset)} pairs")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import MalleableModel
+
+    positives = _read_prompts(args.positive, "--positive")
+    negatives = _read_prompts(args.negative, "--negative")
+    vector = _load_vector(args.vector, "--vector")
+    model, tok = _load_model(args.model)
+    mm = MalleableModel(model, tok)
+    layers, threshold, direction, f1 = mm.find_best_condition_point(
+        positives, negatives, vector, layer_range=args.layer_range, max_layers_to_combine=args.max_combine,
+        threshold_range=args.threshold_range, threshold_step=args.threshold_step,
+        save_analysis=args.out is not None, file_path=args.out,
+        condition_threshold_comparison_mode=args.mode, exact=args.exact)
+    print(json.dumps({"layers": list(layers), "threshold": float(threshold), "direction": direction, "f1": float(f1)}))
+    return 0
+
+
+def cmd_steer(args: argparse.Namespace) -> int:
+    from . import MalleableModel
+
+    prompts = _read_prompts(args.prompts, "--prompts")
+    behavior = _load_vector(args.behavior, "--behavior") if args.behavior else None
+    condition = _load_vector(args.condition, "--condition") if args.condition else None
+    if condition is not None and (args.condition_layers is None or args.threshold is None):
+        raise InputError("--condition needs --condition-layers and --threshold")
+    model, tok = _load_model(args.model)
+    mm = MalleableModel(model, tok)
+    if behavior is not None:
+        mm.steer(behavior_vector=behavior, behavior_layer_ids=args.layers, behavior_vector_strength=args.strength,
+                 condition_vector=condition, condition_layer_ids=args.condition_layers if condition else None,
+                 condition_vector_threshold=args.threshold, condition_comparator_threshold_is=args.comparator,
+                 condition_threshold_comparison_mode=args.mode)
+    settings = {"max_new_tokens": args.max_new_tokens, "do_sample": False, "repetition_penalty": 1.1}
+    responses = mm.respond_batch(prompts, settings=settings, batch_size=args.batch_size)
+    sink = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        for p, r in zip(prompts, responses):
+            sink.write(json.dumps({"prompt": p, "response": r}) + "\n")
+    finally:
+        if args.out:
+            sink.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# parser
+# --------------------------------------------------------------------------- #
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="activation_steering", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run the main job on the embedded model")
-    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("demo", help="CAST demo on the embedded model (the README's main job)")
+    p.add_argument("--output-dir", default="cast_demo_output", help="where artefacts go (default: %(default)s)")
+    p.add_argument("--ibm-demo-data", metavar="DIR", help="use the reference library's demo data from DIR instead")
+    p.add_argument("--max-new-tokens", type=int, default=0, help="override the generation length")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a steering vector: JSON data -> .svec",
+                       description='DATA is JSON: {"examples": [[positive, negative], ...], '
+                                   '"suffixes": [[pos_suffix, neg_suffix], ...] or [suffix, ...] or null}.')
+    p.add_argument("--data", required=True, help="JSON data file (see above)")
+    p.add_argument("--out", required=True, help="output .svec path")
+    p.add_argument("--model", help="local HF model folder (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--method", default="pca_pairwise", choices=["pca_pairwise", "pca_center", "pca_diff"])
+    p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only")
+    p.add_argument("--layers", type=_int_list, help="layer ids, e.g. '10-15' (default: all)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-suffixes", action="store_true", help="disable suffix expansion")
+    p.add_argument("--no-chat-template", action="store_true")
+    p.add_argument("--save-analysis", metavar="DIR", help="write PCA figures into DIR")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("search", help="find the best condition point for a condition vector")
+    p.add_argument("--positive", required=True, help="prompts where the condition should fire (.json list or .txt)")
+    p.add_argument("--negative", required=True, help="prompts where it should not")
+    p.add_argument("--vector", required=True, help="condition vector .svec")
+    p.add_argument("--model", help="local HF model folder (default: embedded model)")
+    p.add_argument("--layer-range", type=_int_pair, default=None, metavar="LO,HI")
+    p.add_argument("--max-combine", type=int, default=1)
+    p.add_argument("--threshold-range", type=_pair, default=(0.0, 1.0), metavar="LO,HI")
+    p.add_argument("--threshold-step", type=float, default=0.01)
+    p.add_argument("--mode", choices=["mean", "last"], default="mean")
+    p.add_argument("--exact", action="store_true", help="search all thresholds, not just the grid")
+    p.add_argument("--out", help="write the analysis JSON here")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("steer", help="respond to prompts with steering applied (JSON lines out)")
+    p.add_argument("--prompts", required=True, help="prompts (.json list or .txt, one per line)")
+    p.add_argument("--behavior", help="behaviour vector .svec (omit for the unsteered model)")
+    p.add_argument("--layers", type=_int_list, default=list(range(10, 16)), help="behaviour layers (default 10-15)")
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--condition", help="condition vector .svec")
+    p.add_argument("--condition-layers", type=_int_list)
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--comparator", choices=["larger", "smaller"], default="larger")
+    p.add_argument("--mode", choices=["mean", "last"], default="mean")
+    p.add_argument("--model", help="local HF model folder (default: embedded model)")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", help="JSON lines output file (default: stdout)")
+    p.set_defaults(func=cmd_steer)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"activation_steering {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as exc:
+        print(f"activation_steering {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

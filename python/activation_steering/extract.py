@@ -1,0 +1,181 @@
+"""SteeringVector: extraction of per-layer steering directions (SPEC 3).
+
+    from activation_steering import SteeringDataset, SteeringVector
+    vec = SteeringVector.train(model, tokenizer, SteeringDataset(tokenizer, pairs))
+    vec.directions[12]          # float32 [D], unit norm
+    vec.save("refusal")         # -> refusal.svec (JSON)
+
+`train` is one straight line: validate every argument -> tokenize each string
+once -> one forward per length-sorted, right-padded batch, stopped after the
+deepest requested layer, with hooks that pool each string's real tokens into
+one [layers, N, D] float32 buffer (capture.py) -> exact PCA of all layers in
+one C call with the GIL released (csrc/core/pca.c) -> SteeringVector.
+
+Extraction runs the model as it is: if a MalleableModel currently has steering
+installed, the activations read are the steered ones (reset it first to extract
+from the plain model).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from .config import GlobalConfig, log
+from .layers import find_decoder_layers, resolve_layer_ids, unwrap_model
+
+METHODS = ("pca_pairwise", "pca_center", "pca_diff")
+
+
+def _check_pairs(steering_dataset) -> list:
+    pairs = getattr(steering_dataset, "formatted_dataset", None)
+    if pairs is None:
+        raise TypeError(f"steering_dataset must be a SteeringDataset (with .formatted_dataset), "
+                        f"got {type(steering_dataset).__name__}")
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("steering_dataset is empty: it has no formatted pairs to train on")
+    for i, p in enumerate(pairs):
+        if not isinstance(getattr(p, "positive", None), str) or not isinstance(getattr(p, "negative", None), str):
+            raise TypeError(f"steering_dataset.formatted_dataset[{i}] must have str .positive and .negative")
+    return pairs
+
+
+@dataclasses.dataclass(eq=False)
+class SteeringVector:
+    """Per-layer unit directions (float32 [D]) and PC1 explained-variance ratios.
+
+    Attributes:
+        model_type: the HF `config.model_type` of the model it was trained on.
+        directions: {layer id: np.ndarray float32 [D]}.
+        explained_variances: {layer id: float}.
+    """
+
+    model_type: str
+    directions: dict[int, np.ndarray]
+    explained_variances: dict[int, float]
+
+    @classmethod
+    def train(cls, model, tokenizer, steering_dataset, method: str = "pca_pairwise",
+              accumulate_last_x_tokens: int | str = 1, hidden_layer_ids=None, batch_size: int = 32,
+              save_analysis: bool = False, output_dir: str | os.PathLike = "activation_steering_figures",
+              ) -> "SteeringVector":
+        """Extract a steering vector from `steering_dataset` (SPEC 3).
+
+        Args:
+            model: a Hugging Face causal LM or a MalleableModel wrapping one.
+            tokenizer: its tokenizer (fast tokenizers map suffixes through offsets).
+            steering_dataset: a SteeringDataset; rows are pos, neg, pos, neg, ...
+            method: "pca_pairwise" (default), "pca_center" or "pca_diff".
+            accumulate_last_x_tokens: int k (mean of the last k real tokens), "all",
+                or "suffix-only" (each string's own suffix tokens).
+            hidden_layer_ids: layers to extract (default all; negatives count from the end).
+            batch_size: strings per forward (results do not depend on it).
+            save_analysis: write PCA scatter plots and a variance-by-layer plot.
+            output_dir: where the figures go.
+        """
+        from . import _core
+        from .capture import (capture_pooled, check_accumulate, pooling_spans, tokenize,
+                              warn_suffix_fallback)
+
+        # ---- every argument is checked before the model runs ----
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        mode = check_accumulate(accumulate_last_x_tokens)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not isinstance(save_analysis, (bool, np.bool_)):
+            raise TypeError(f"save_analysis must be a bool, got {type(save_analysis).__name__}")
+        if save_analysis and not isinstance(output_dir, (str, os.PathLike)):
+            raise TypeError(f"output_dir must be a path, got {type(output_dir).__name__}")
+        if not callable(tokenizer):
+            raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
+        pairs = _check_pairs(steering_dataset)
+        if method == "pca_diff" and len(pairs) < 2:
+            raise ValueError("method='pca_diff' needs at least 2 pairs (PCA of a single difference vector is "
+                             "undefined); add pairs or use 'pca_pairwise'")
+        inner = unwrap_model(model)
+        n_layers = len(find_decoder_layers(inner))
+        if hidden_layer_ids is None:
+            layer_ids = list(range(n_layers))
+        else:
+            layer_ids = resolve_layer_ids(hidden_layer_ids, n_layers, "hidden_layer_ids")
+            if not layer_ids:
+                raise ValueError("hidden_layer_ids is empty: pass None for all layers or at least one layer id")
+
+        # ---- tokenize once; pooling spans per string ----
+        texts = [s for p in pairs for s in (p.positive, p.negative)]
+        char_starts = [c for p in pairs for c in (getattr(p, "positive_suffix_start", None),
+                                                  getattr(p, "negative_suffix_start", None))]
+        add_special = not getattr(steering_dataset, "use_chat_template", True)
+        tok = tokenize(tokenizer, texts, add_special, char_starts if mode == "suffix-only" else None)
+        empty = np.flatnonzero(tok.lengths == 0)
+        if empty.size:
+            i = int(empty[0])
+            raise ValueError(f"formatted_dataset[{i // 2}].{'positive' if i % 2 == 0 else 'negative'} tokenizes "
+                             "to no tokens; every string needs at least one token")
+        start, end, n_fallback = pooling_spans(tok, mode)
+        if mode == "suffix-only":
+            warn_suffix_fallback(n_fallback, len(texts))
+
+        log("SteeringVector", f"Training: {len(pairs)} pairs, {len(layer_ids)} layers, method={method}, "
+                              f"accumulate_last_x_tokens={mode!r}")
+        pad_id = next((t for t in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None))
+                       if isinstance(t, int)), 0)
+        pooled = capture_pooled(model, tok, start, end, layer_ids, int(batch_size), pad_id=pad_id,
+                                progress=GlobalConfig.is_verbose("SteeringVector"))
+
+        # ---- exact PCA of every layer in one C call (GIL released) ----
+        k = 2 if save_analysis else 1
+        try:
+            comps, explained, proj = _core.pca_fit(pooled, method, k, bool(save_analysis))
+        except ValueError as exc:
+            if len(exc.args) == 2 and isinstance(exc.args[1], int) and 0 <= exc.args[1] < len(layer_ids):
+                detail = str(exc.args[0]).split(": ", 2)[-1]
+                raise ValueError(f"SteeringVector.train: layer {layer_ids[exc.args[1]]}: {detail}") from None
+            raise
+        directions = {lid: comps[j, 0].copy() for j, lid in enumerate(layer_ids)}
+        variances = {lid: float(explained[j, 0]) for j, lid in enumerate(layer_ids)}
+        if save_analysis:
+            from .analysis_plots import save_analysis_figures
+
+            paths = save_analysis_figures(proj, explained, layer_ids, output_dir, method)
+            log("SteeringVector", f"Saved {len(paths)} analysis figures to {output_dir}")
+        model_type = str(getattr(getattr(inner, "config", None), "model_type", "") or type(inner).__name__)
+        return cls(model_type=model_type, directions=directions, explained_variances=variances)
+
+    def save(self, file_path: str | os.PathLike) -> str:
+        """Write `file_path` (+ ".svec" when missing) as SPEC JSON; returns the path written."""
+        from .svec_io import save_svec
+
+        path = save_svec(file_path, self.model_type, self.directions, self.explained_variances)
+        log("SteeringVector", f"Saved SteeringVector to {path}")
+        return path
+
+    @classmethod
+    def load(cls, file_path: str | os.PathLike) -> "SteeringVector":
+        """Read a .svec file (".svec" appended when missing); never executes code."""
+        from .svec_io import load_svec
+
+        model_type, directions, variances = load_svec(file_path)
+        log("SteeringVector", f"Loaded directions for layers {list(directions)}")
+        return cls(model_type=model_type, directions=directions, explained_variances=variances)
+
+    def __eq__(self, other) -> bool:
+        """Exact equality: same model_type, layers, direction bits and variances."""
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        return (self.model_type == other.model_type
+                and list(self.directions) == list(other.directions)
+                and all(np.array_equal(np.asarray(self.directions[k]), np.asarray(other.directions[k]))
+                        for k in self.directions)
+                and dict(self.explained_variances) == dict(other.explained_variances))
+
+    def __repr__(self) -> str:
+        layers = list(self.directions)
+        dim = len(next(iter(self.directions.values()))) if layers else 0
+        return f"SteeringVector(model_type={self.model_type!r}, layers={layers}, dim={dim})"
+
+
+__all__ = ["SteeringVector", "METHODS"]

@@ -1,0 +1,178 @@
+"""The hooks that steer a model in place: one `PromptWatcher` on the base model and
+one `LeashLayer` per steered decoder layer (forward pre-hooks; no module is ever
+replaced, so state_dict keys/values and save_pretrained are untouched).
+
+Per forward pass:
+
+1. `PromptWatcher` (pre-hook of the base model, which receives input_ids /
+   attention_mask / the KV cache) decides whether this pass is a NEW PROMPT: no
+   cache, an empty cache, or a batch size different from the state it holds.
+   On a new prompt it resets the per-row condition state to zeros [B] (int64, on
+   the input's device). It records the 2-D attention mask of the positions in
+   this pass (`attention_mask[:, -T:]`, the real tokens) for condition pooling
+   and OOI. Nothing is read back from the device.
+2. Each `LeashLayer` (pre-hook of decoder layer i) makes ONE call of the
+   `steer_layer` op on the layer's input: on a prompt pass it evaluates the
+   conditions that live at layer i into the state, and adds its behaviours only
+   if `apply_behavior_on_first_call`; on later (decode) passes it adds its
+   behaviours gated by the state. A layer with nothing to do in a pass is not
+   called at all.
+
+Conditions are evaluated in layer order during the prompt pass, so a behaviour
+layer that runs before a condition layer sees that condition as not met (SPEC 4).
+
+All state lives in one `SteeringState` per MalleableModel: two steered models in
+one process never share anything. Logging (GlobalConfig "LeashLayer", off by
+default) reads the state back to the host, so it is only done when enabled.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from . import _ops
+from .config import GlobalConfig, log
+from .steering_plan import LayerPlan
+
+_CACHE_ARGS = ("cache", "past_key_values")
+
+
+class SteeringState:
+    """Per-model, per-row condition state shared by one model's hooks."""
+
+    def __init__(self) -> None:
+        self.state: torch.Tensor | None = None       # [B] int64 condition bitmasks (bit j = C<j+1> met)
+        self.token_mask: torch.Tensor | None = None  # [B, T] real tokens of the current pass, or None
+        self.is_prompt: bool = False
+        self.verbose: bool = False
+
+    def reset(self) -> None:
+        self.state = None
+        self.token_mask = None
+        self.is_prompt = False
+
+
+def _cache_length(cache) -> int:
+    """Tokens already in a KV cache (0 for None / empty). Shape-based: no device sync."""
+    if cache is None:
+        return 0
+    get = getattr(cache, "get_seq_length", None)
+    if get is not None:
+        return int(get())
+    if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
+        return int(cache[0][0].shape[-2])  # legacy tuple-of-tuples cache
+    return 0
+
+
+class PromptWatcher:
+    """Forward pre-hook of the base model: recognises new prompts, records the mask."""
+
+    def __init__(self, ctx: SteeringState, base: torch.nn.Module) -> None:
+        self.ctx = ctx
+        try:
+            params = list(inspect.signature(base.forward).parameters)
+        except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+            params = []
+        # positions of the arguments we read, for callers that pass them positionally
+        self.pos = {name: params.index(name) for name in ("input_ids", "attention_mask", "inputs_embeds", *_CACHE_ARGS)
+                    if name in params}
+
+    def _arg(self, args: tuple, kwargs: dict, name: str):
+        if name in kwargs:
+            return kwargs[name]
+        i = self.pos.get(name)
+        return args[i] if i is not None and i < len(args) else None
+
+    def __call__(self, module, args, kwargs):
+        ctx = self.ctx
+        x = self._arg(args, kwargs, "input_ids")
+        if x is None:
+            x = self._arg(args, kwargs, "inputs_embeds")
+        if x is None or x.dim() < 2:
+            return None
+        batch, width = x.shape[0], x.shape[1]
+        cache = None
+        for name in _CACHE_ARGS:
+            cache = self._arg(args, kwargs, name)
+            if cache is not None:
+                break
+        ctx.is_prompt = _cache_length(cache) == 0 or ctx.state is None or ctx.state.shape[0] != batch
+        mask = self._arg(args, kwargs, "attention_mask")
+        ctx.token_mask = mask[:, -width:] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        if ctx.is_prompt:
+            ctx.state = torch.zeros(batch, dtype=torch.long, device=x.device)
+        ctx.verbose = GlobalConfig.is_verbose("LeashLayer") or GlobalConfig.should_log_to_file("LeashLayer")
+        if ctx.verbose:
+            log("LeashLayer", f"{'prompt' if ctx.is_prompt else 'decode'} pass: batch {batch}, {width} position(s)")
+        return None
+
+
+class LeashLayer:
+    """Forward pre-hook of one steered decoder layer (the SPEC's LeashLayer).
+
+    Holds the layer's plan materialised on the layer's device and dtype: condition
+    directions/thresholds/codes (float32), behaviour vectors and truth tables
+    (0/1) in the layer's dtype.
+    """
+
+    def __init__(self, plan: LayerPlan, ctx: SteeringState, ooi: bool, apply_behavior_on_first_call: bool,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.layer_id = plan.layer
+        self.plan = plan
+        self.ctx = ctx
+        self.ooi = bool(ooi)
+        self.apply_first = bool(apply_behavior_on_first_call)
+        self.has_conditions = plan.cond_dirs is not None
+        self.has_behaviors = plan.beh_vecs is not None
+        self._place(device, dtype)
+
+    def _place(self, device: torch.device, dtype: torch.dtype) -> None:
+        """(Re)materialise the plan tensors on `device`; behaviour vectors in `dtype`."""
+        p = self.plan
+        self.device, self.dtype = device, dtype
+        to = (lambda t, dt=None: None if t is None else t.to(device=device, dtype=dt or t.dtype).contiguous())
+        self.cond = (to(p.cond_dirs), to(p.cond_thresholds), to(p.cond_codes)) if self.has_conditions else None
+        self.beh_vecs = to(p.beh_vecs, dtype)
+        self.beh_tables = to(p.beh_tables, dtype)  # 0/1 in the hidden dtype: the op gates without a cast
+
+    def __call__(self, module, args, kwargs):
+        ctx = self.ctx
+        state = ctx.state
+        if state is None:  # the layer runs outside a base-model forward: nothing to steer against
+            return None
+        prompt = ctx.is_prompt
+        cond = self.cond if prompt else None
+        behave = self.has_behaviors and (not prompt or self.apply_first)
+        if cond is None and not behave:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.device != self.device or (behave and hidden.dtype != self.dtype):
+            self._place(hidden.device, hidden.dtype)  # model moved or runs in another dtype
+            cond = self.cond if prompt else None
+        if state.device != hidden.device:  # layers split across devices: the state follows
+            state = ctx.state = state.to(hidden.device)
+        mask = ctx.token_mask
+        if mask is not None and mask.device != hidden.device:
+            mask = ctx.token_mask = mask.to(hidden.device)
+        c_dirs, c_thr, c_codes = cond if cond is not None else (None, None, None)
+        out = _ops.steer_layer(hidden, state, mask, c_dirs, c_thr, c_codes,
+                               self.beh_vecs if behave else None, self.beh_tables if behave else None,
+                               self.ooi and behave)
+        if ctx.verbose:
+            self._log(prompt, cond is not None, behave, state)
+        if not behave:
+            return None
+        if args:
+            return (out, *args[1:]), kwargs
+        kwargs = dict(kwargs)
+        kwargs["hidden_states"] = out
+        return args, kwargs
+
+    def _log(self, prompt: bool, evaluated: bool, behave: bool, state: torch.Tensor) -> None:
+        msg = f"layer {self.layer_id} ({'prompt' if prompt else 'decode'})"
+        if evaluated:
+            msg += f": conditions {[j + 1 for j in self.plan.cond_ids]} evaluated, row bitmasks {state.tolist()}"
+        if behave:
+            msg += f"; behaviours {[k + 1 for k in self.plan.beh_ids]} gated by the row bitmasks"
+        log("LeashLayer", msg)
