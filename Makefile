@@ -28,10 +28,12 @@ $(STAMP): constraints.txt pyproject.toml
 	touch $(STAMP)
 
 # Build the C core and the ATen ops in place against the installed torch, then
-# register the package (editable, no deps, no isolation: never a second torch).
+# put python/ on the venv's path with a .pth file (an editable pip install would
+# compile both extensions a second time). `pip install --no-build-isolation -e .`
+# remains the way to install into another environment (README "Install").
 build: env
 	flock $(LOCK) $(PY) setup.py -q build_ext --inplace -j 2
-	@test -f $(VENV)/.editable || { $(PIP) install -q --no-deps --no-build-isolation -e . && touch $(VENV)/.editable; }
+	@$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'activation_steering_dev.pth').write_text(str(pathlib.Path('python').resolve()) + '\n')"
 
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer (C and C++).
 test-asan: env

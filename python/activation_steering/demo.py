@@ -43,6 +43,9 @@ class DemoSettings:
     threshold_range: tuple[float, float] = (0.0, 0.1)
     threshold_step: float = 0.0001
     condition_mode: str = "mean"
+    # Exact threshold search (sort-and-sweep over every distinct value) instead of
+    # the grid: the grid (0, 0.1) missed the best thresholds of this model.
+    exact_search: bool = True
     max_new_tokens: int = 32
     batch_size: int = 16
     seed: int = 0
@@ -147,7 +150,7 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
         max_layers_to_combine=settings.max_layers_to_combine, threshold_range=settings.threshold_range,
         threshold_step=settings.threshold_step, save_analysis=True,
         file_path=str(out / "condition_point_analysis.json"),
-        condition_threshold_comparison_mode=settings.condition_mode)
+        condition_threshold_comparison_mode=settings.condition_mode, exact=settings.exact_search)
     timings["condition_search"] = time.perf_counter() - t
     test_prompts = data.test_harmful + data.test_harmless
     truth = np.array([True] * len(data.test_harmful) + [False] * len(data.test_harmless))
