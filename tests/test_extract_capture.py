@@ -81,9 +81,14 @@ def get_model(models, family):
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt", "qwen2"])
 @pytest.mark.parametrize("mode", MODES)
-def test_pooled_equals_naive_reference(models, tokenizer, family, mode):
+def test_pooled_equals_naive_reference(models, tokenizer, family, mode, monkeypatch):
+    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)  # every shared prefix forms a group: all 3 levels run
     model = get_model(models, family)
     ds = SteeringDataset(tokenizer, EXAMPLES, suffixes=SUFFIXES)
+    texts = [s for p in ds.formatted_dataset for s in (p.positive, p.negative)]
+    plan = plan_prefix_sharing(tokenize(tokenizer, texts, False).input_ids,
+                               tokenize(tokenizer, texts, False).lengths)
+    assert plan.root_len > 0 and len(plan.groups) >= 2
     layers = [0, 2, 3]  # 3 is the last layer: hidden_states[4] is the final-norm output
     ref = naive_pooled(model, tokenizer, ds, layers, mode)
     for share in (False, True):  # the plain batched path and the shared-prefix path
@@ -94,7 +99,8 @@ def test_pooled_equals_naive_reference(models, tokenizer, family, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_raw_text_and_straddling_suffix(models, tokenizer, mode):
+def test_raw_text_and_straddling_suffix(models, tokenizer, mode, monkeypatch):
+    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)
     # No chat template; the suffix starts inside a word ("cat" + "s are ..."), so
     # the boundary token belongs to both sides: it is pooled as suffix.
     model = get_model(models, "llama")
@@ -239,7 +245,8 @@ def test_suffix_only_without_suffixes_warns_and_uses_last_token(models, tokenize
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [3, "all", "suffix-only"])
-def test_embedded_model_pooled_equals_naive(embedded, mode):
+def test_embedded_model_pooled_equals_naive(embedded, mode, monkeypatch):
+    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)
     model, tok = embedded
     ds = SteeringDataset(tok, [("How do I bake bread?", "How do I bake bread?"),
                                ("Name a colour.", "Tell me a long story about a cat who sails.")],
@@ -262,7 +269,8 @@ def test_plan_groups_share_their_prefix_and_count_tokens():
     suffixes = [list(rng.integers(100, 199, size=rng.integers(1, 4))) for _ in range(5)]
     ids = [root + q + s for s in suffixes for q in questions] + [root + [7]]
     lengths = np.array([len(x) for x in ids])
-    plan = plan_prefix_sharing(ids, lengths)
+    assert plan_prefix_sharing(ids, lengths).groups == []        # each group saves < MIN_GROUP_SAVING tokens
+    plan = plan_prefix_sharing(ids, lengths, min_saving=1)
     assert plan.root_len == 3
     assert sorted(len(g) for g in plan.groups) == [5] * 6       # one group per question
     for rows, k in zip(plan.groups, plan.group_len):
@@ -292,6 +300,7 @@ def test_sharing_is_not_used_on_a_steered_model(models, tokenizer):
 
 
 def test_a_failing_probe_falls_back_to_the_plain_path(tokenizer, monkeypatch):
+    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)
     # Simulate an architecture that ignores position_ids when given a cache.
     model = make_model("llama", n_layers=4, hidden=64, seed=1)
     real_run = capture._Capture.run

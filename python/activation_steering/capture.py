@@ -207,7 +207,12 @@ def _lcp(a: list[int], b: list[int]) -> int:
     return i
 
 
-def plan_prefix_sharing(input_ids: list[list[int]], lengths: np.ndarray, min_gain: int = 4) -> SharePlan:
+# A group must save at least this many tokens (see plan_prefix_sharing).
+MIN_GROUP_SAVING = 64
+
+
+def plan_prefix_sharing(input_ids: list[list[int]], lengths: np.ndarray, min_gain: int = 4,
+                        min_saving: int | None = None) -> SharePlan:
     """Choose the root (the prefix every string shares) and disjoint groups of
     strings sharing a longer prefix so that the tokens to run are fewest.
 
@@ -215,7 +220,13 @@ def plan_prefix_sharing(input_ids: list[list[int]], lengths: np.ndarray, min_gai
     tree (an interval of strings sharing v tokens contains the intervals sharing
     more). Each interval is worth (size - 1) * (v - root) saved tokens; a bottom-up
     pass keeps, per subtree, the better of the interval itself and its
-    children's best. Every string keeps at least one token of its own."""
+    children's best. Every string keeps at least one token of its own. A group
+    must share >= `min_gain` tokens beyond the root and save >= `min_saving`
+    (default MIN_GROUP_SAVING) tokens in all: small groups cost more in padding
+    and extra forward calls (their strings are batched apart from the rest) than
+    they save."""
+    if min_saving is None:
+        min_saving = MIN_GROUP_SAVING
     n = len(input_ids)
     plan = SharePlan(root_len=0, ungrouped=np.arange(n, dtype=np.int64),
                      tokens_plain=int(lengths.sum()), tokens_shared=int(lengths.sum()))
@@ -238,6 +249,7 @@ def plan_prefix_sharing(input_ids: list[list[int]], lengths: np.ndarray, min_gai
         v = min(node.v, int(sorted_len[node.lb:node.rb + 1].min()) - 1)
         kids = sum(c.best for c in node.children)
         own = (size - 1) * (v - root) if v - root >= min_gain else 0
+        own = own if own >= min_saving else 0
         if own > 0 and own >= kids:
             node.best, node.own = own, v
         else:
@@ -486,7 +498,7 @@ def _sharing_verified(model, cap: "_Capture", tok: Tokenized, plan: SharePlan, p
         rows = plan.ungrouped[:4]
     sub = Tokenized([tok.input_ids[r] for r in rows], tok.lengths[rows], tok.suffix_span[rows])
     start, end = np.zeros(len(rows), np.int64), sub.lengths.copy()
-    sub_plan = plan_prefix_sharing(sub.input_ids, sub.lengths, min_gain=1)
+    sub_plan = plan_prefix_sharing(sub.input_ids, sub.lengths, min_gain=1, min_saving=1)
     write_a, plain = _buffer_writer(cap.n_slots, len(rows))
     write_b, shared = _buffer_writer(cap.n_slots, len(rows))
     try:

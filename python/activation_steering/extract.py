@@ -6,10 +6,12 @@
     vec.save("refusal")         # -> refusal.svec (JSON)
 
 `train` is one straight line: validate every argument -> tokenize each string
-once -> one forward per length-sorted, right-padded batch, stopped after the
+once -> forwards over length-sorted, right-padded batches, stopped after the
 deepest requested layer, with hooks that pool each string's real tokens into
-one [layers, N, D] float32 buffer (capture.py) -> exact PCA of all layers in
-one C call with the GIL released (csrc/core/pca.c) -> SteeringVector.
+one [layers, N, D] float32 buffer; text that many strings share (the chat
+template's system turn, an example repeated once per suffix) runs once through
+a KV cache (capture.py) -> exact PCA of all layers in one C call with the GIL
+released (csrc/core/pca.c) -> SteeringVector.
 
 Extraction runs the model as it is: if a MalleableModel currently has steering
 installed, the activations read are the steered ones (reset it first to extract
