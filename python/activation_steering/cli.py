@@ -92,20 +92,20 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        a, b = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'LO,HI', got {text!r}") from None
-    return a, b
+def _pair_of(kind, what: str):
+    """An argparse type for 'LO,HI' parsed with `kind` (float or int)."""
+    def parse(text: str):
+        try:
+            a, b = (kind(x) for x in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected two {what} 'LO,HI', got {text!r}") from None
+        return a, b
+
+    return parse
 
 
-def _int_pair(text: str) -> tuple[int, int]:
-    try:
-        a, b = (int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two layer ids 'LO,HI', got {text!r}") from None
-    return a, b
+_pair = _pair_of(float, "numbers")
+_int_pair = _pair_of(int, "layer ids")
 
 
 def _tokens(text: str):
