@@ -54,13 +54,24 @@ def load(args):
 
         model, tok = load_default_model()
         return model.to(args.device), tok, "SmolLM2-135M-Instruct (embedded)"
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE, eos_token_id=1, bos_token_id=0)).eval().to(args.device)
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0, "<eos>": 1}, "<unk>")),
-                                  eos_token="<eos>", unk_token="<unk>")
+    # the benchmark prompts' words first (so prompts differ), then one word per remaining model token,
+    # so generated ids decode to distinct words and texts can be compared
+    splitter = pre_tokenizers.Whitespace()
+    words = sorted({w for p in batch_prompts()[0] for w, _ in splitter.pre_tokenize_str(p)})
+    vocab = {"<unk>": 0, "<eos>": 1}
+    for w in words + [f"w{i}" for i in range(SMOLLM2_SHAPE["vocab_size"])]:
+        if len(vocab) < SMOLLM2_SHAPE["vocab_size"]:
+            vocab.setdefault(w, len(vocab))
+    inner = Tokenizer(models.WordLevel(vocab, "<unk>"))
+    inner.pre_tokenizer = splitter
+    tok = PreTrainedTokenizerFast(tokenizer_object=inner, eos_token="<eos>", unk_token="<unk>")
+    # a bare template so respond/respond_batch run (the words carry no meaning; only costs matter here)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
     return model, tok, "random-weight Llama with SmolLM2-135M shapes"
 
 
@@ -162,12 +173,25 @@ def bench_batch(mm, args) -> dict:
     t0 = time.perf_counter()
     bat = mm.respond_batch(prompts, settings=settings, batch_size=len(prompts))
     t_bat = time.perf_counter() - t0
+    # the same batch through generate() (respond_batch's path for non-greedy settings): what dropping
+    # finished rows and the lean loop buy
+    from activation_steering import malleable_model
+
+    fast_path = malleable_model.plain_greedy
+    malleable_model.plain_greedy = lambda *_: None
+    try:
+        t0 = time.perf_counter()
+        gen = mm.respond_batch(prompts, settings=settings, batch_size=len(prompts))
+        t_gen = time.perf_counter() - t0
+    finally:
+        malleable_model.plain_greedy = fast_path
     mm.reset_leash_to_default()
-    n_tokens = sum(len(tok(s, add_special_tokens=False).input_ids) for s in seq)
+    lengths = [len(tok(s, add_special_tokens=False).input_ids) for s in seq]
     return {"source": source, "prompts": len(prompts), "sequential_s": t_seq, "batched_s": t_bat,
-            "speedup": t_seq / t_bat, "identical": seq == bat,
+            "speedup": t_seq / t_bat, "identical": seq == bat, "generate_batched_s": t_gen,
+            "generate_speedup": t_seq / t_gen, "generate_identical": gen == seq, "reply_tokens": lengths,
             "differing_rows": [i for i, (a, b) in enumerate(zip(seq, bat)) if a != b],
-            "generated_tokens": n_tokens, "condition_met_rows": int(sum(s < threshold for s in sims))}
+            "generated_tokens": sum(lengths), "condition_met_rows": int(sum(s < threshold for s in sims))}
 
 
 def main() -> int:
@@ -223,6 +247,9 @@ def main() -> int:
               f"{r['generated_tokens']} tokens -> throughput x{r['speedup']:.2f} (target >= 6)")
         print(f"   identical texts: {r['identical']}" + (f" (rows {r['differing_rows']} differ)"
                                                          if not r["identical"] else ""))
+        print(f"   baseline: the same batch through generate() {r['generate_batched_s']:.1f}s -> "
+              f"x{r['generate_speedup']:.2f} (identical: {r['generate_identical']}); reply lengths (tokens) "
+              f"min {min(r['reply_tokens'])}, median {int(np.median(r['reply_tokens']))}, max {max(r['reply_tokens'])}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

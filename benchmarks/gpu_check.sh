@@ -18,7 +18,8 @@
 #   3. a model split across cuda and cpu (accelerate device_map) steered like the
 #      simple reference implementation (needs the C core);
 #   4. the decode benchmark at batch 1 on cuda: unsteered vs plain vs conditional
-#      steering, random-weight SmolLM2-135M shapes (the embedded GGUF cannot travel).
+#      steering, then respond_batch vs respond_batch_sequential over 16 prompts;
+#      random-weight SmolLM2-135M shapes (the embedded GGUF cannot travel).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
@@ -68,7 +69,7 @@ else
 fi
 
 step "2. op tests (cpu + cuda)"
-$PY -m pytest -q -p no:cacheprovider -rs tests/test_steer_op.py tests/test_foundation_ops.py 2>&1 | tee "$OUT/op_tests.log" | tail -n 15
+$PY -X faulthandler -m pytest -q -p no:cacheprovider -rs tests/test_steer_op.py tests/test_foundation_ops.py 2>&1 | tee "$OUT/op_tests.log" | tail -n 15
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 
 if [ "$have_core" = 1 ]; then
@@ -78,8 +79,8 @@ if [ "$have_core" = 1 ]; then
         | tee "$OUT/split_test.log" | tail -n 15
     [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 
-    step "4. decode benchmark on cuda (batch 1, 128 new tokens)"
-    $PY benchmarks/bench_steering.py --device cuda --random-weights --skip-batch --reps 5 \
+    step "4. decode benchmark on cuda (batch 1, 128 new tokens) and respond_batch vs sequential (16 prompts)"
+    $PY benchmarks/bench_steering.py --device cuda --random-weights --reps 5 \
         --json "$OUT/bench_steering_cuda.json" 2>&1 | tee "$OUT/bench.log" | grep -v "^Loading"
     [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 fi

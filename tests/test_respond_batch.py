@@ -204,3 +204,82 @@ def test_embedded_model_batched_equals_sequential(embedded):
     unmet = sims.index(max(sims))
     plain = MalleableModel(model, tok).respond_batch([EMBEDDED_PROMPTS[i] for i in met + [unmet]], settings=settings)
     assert any(p != seq[i] for p, i in zip(plain, met)) and plain[-1] == seq[unmet]
+
+
+# --------------------------------------------------------------------------- #
+# The row-dropping greedy loop (batched_decode.py) and its fallback
+# --------------------------------------------------------------------------- #
+def early_stop_settings(mm, prompts):
+    """Settings whose extra eos token is the 3rd generated token of some rows only,
+    so those rows finish early and leave the batch while the others go on."""
+    from activation_steering.formatting import encode as enc_fn
+
+    tok = mm.tokenizer
+    firsts = []
+    for p in prompts:
+        enc = enc_fn(tok, [format_prompt(tok, p)], True)
+        out = mm.generate(**enc, max_new_tokens=12, do_sample=False, repetition_penalty=1.1,
+                          pad_token_id=tok.eos_token_id)
+        firsts.append(out[0, enc["input_ids"].shape[1]:].tolist())
+    for cand in (row[2] for row in firsts if len(row) > 2):
+        hit = [cand in row for row in firsts]
+        if any(hit) and not all(hit):
+            return dict(SETTINGS, eos_token_id=[tok.eos_token_id, cand]), hit
+    pytest.fail("no token splits the rows; change the prompts")
+
+
+@pytest.mark.parametrize("batch_size", [3, 16])
+def test_rows_that_finish_early_leave_the_batch(batch_size, monkeypatch):
+    from activation_steering import batched_decode
+
+    model, tok = make_model("llama"), fresh_tokenizer()
+    mm = MalleableModel(model, tok)
+    kwargs, met = conditional_setup(model, tok, PROMPTS, 64, 4, cond_layer=1, beh_layers=[1, 2], strength=3.0)
+    mm.steer(**kwargs)
+    settings, stops = early_stop_settings(mm, PROMPTS)
+    widths = []
+    real_forward = model.forward
+
+    def spy(*args, **kw):
+        widths.append(kw["input_ids"].shape[0])
+        return real_forward(*args, **kw)
+
+    monkeypatch.setattr(model, "forward", spy)
+    batched = mm.respond_batch(PROMPTS, settings=settings, batch_size=batch_size)
+    monkeypatch.undo()
+    sequential = mm.respond_batch_sequential(PROMPTS, settings=settings)
+    assert batched == sequential
+    full = mm.respond_batch_sequential(PROMPTS, settings=SETTINGS)
+    assert any(b != f for b, f in zip(batched, full))  # some rows really stopped early
+    if batch_size == 16:
+        assert widths[0] == len(PROMPTS) and min(widths) < len(PROMPTS)  # ... and left the batch
+    assert mm._ctx.state is None  # per-row state is dropped after the call
+
+
+def test_plain_greedy_takes_the_fast_path_and_others_fall_back():
+    from activation_steering.batched_decode import plain_greedy
+    from transformers import LogitsProcessorList
+
+    model, tok = make_model("llama"), fresh_tokenizer()
+    mm = MalleableModel(model, tok)
+    base = mm._generation_settings(SETTINGS)
+    plan = plain_greedy(model, base)
+    assert plan is not None and plan.max_new_tokens == 12 and plan.penalty == 1.1 and plan.eos_ids == (2,)
+    assert plain_greedy(model, dict(base, repetition_penalty=1.0)).penalty is None
+    for extra in ({"do_sample": True}, {"num_beams": 2}, {"no_repeat_ngram_size": 2},
+                  {"logits_processor": LogitsProcessorList()}, {"min_new_tokens": 3}, {"max_new_tokens": None}):
+        assert plain_greedy(model, dict(base, **extra)) is None, extra
+    # the fallback (generate on the padded batch) is exact too
+    kwargs, _ = conditional_setup(model, tok, PROMPTS, 64, 4, cond_layer=1, beh_layers=[1, 2], strength=3.0)
+    mm.steer(**kwargs)
+    settings = dict(SETTINGS, no_repeat_ngram_size=2)
+    assert mm.respond_batch(PROMPTS, settings=settings, batch_size=4) == mm.respond_batch_sequential(PROMPTS, settings)
+
+
+def test_zero_new_tokens_and_progress_bar(capsys):
+    mm = MalleableModel(make_model("llama"), fresh_tokenizer())
+    for call in (mm.respond_batch, mm.respond_batch_sequential):  # generate's own check, on both paths
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            call(PROMPTS[:2], settings={"max_new_tokens": 0})
+    mm.respond_batch(PROMPTS[:3], settings={"max_new_tokens": 2}, show_progress=True)
+    assert "respond_batch" in capsys.readouterr().err

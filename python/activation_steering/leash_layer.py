@@ -47,6 +47,12 @@ class SteeringState:
         self.is_prompt: bool = False
         self.verbose: bool = False
 
+    def select_rows(self, keep: torch.Tensor) -> None:
+        """Keep only rows `keep` of the batch (finished rows left a batched decode)."""
+        if self.state is not None:
+            self.state = self.state[keep.to(self.state.device)]
+        self.token_mask = None  # set afresh by the next pass
+
     def reset(self) -> None:
         self.state = None
         self.token_mask = None

@@ -20,7 +20,9 @@ import weakref
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
+from .batched_decode import greedy_decode, plain_greedy
 from .config import log
 from .formatting import encode, ensure_pad_token, format_prompt
 from .layers import find_layers_and_base, unwrap_model
@@ -269,51 +271,71 @@ class MalleableModel:
         return [self.respond(p, settings=settings, use_chat_template=use_chat_template) for p in prompts]
 
     def respond_batch(self, prompts: Sequence[str], settings: dict | None = None, use_chat_template: bool = True,
-                      batch_size: int = 16) -> list[str]:
+                      batch_size: int = 16, show_progress: bool = False) -> list[str]:
         """Truly batched `respond`: same texts as `respond_batch_sequential` for greedy settings.
 
         Prompts are tokenized one by one (exactly as respond does), grouped by length
         (longest first, so rows of a batch need little padding), LEFT-padded and
         generated batch by batch; each row is steered and conditioned on its own
-        prompt only. Padding is excluded from the repetition penalty, so a row's
-        penalty sees the same tokens as when it is generated alone.
+        prompt only. Plain greedy settings (the default) run the row-dropping decode
+        loop of batched_decode.py: a row leaves the batch as soon as it finishes.
+        Other settings go through `generate` on the padded batch, with padding
+        excluded from the repetition penalty so a row's penalty sees the same tokens
+        as when it is generated alone. `show_progress` shows a bar over prompts.
         """
         prompts = self._check_prompts(prompts)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         tok = self.tokenizer
         kwargs = self._generation_settings(settings)
+        model = self._as_wrapped_model
+        greedy = plain_greedy(model, kwargs)
         ids = [encode(tok, [format_prompt(tok, p, use_chat_template)], use_chat_template)["input_ids"][0]
                for p in prompts]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         device = self._input_device()
         pad_id = tok.pad_token_id
         replies: list[str] = [""] * len(ids)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            width = max(len(ids[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, i in enumerate(chunk):
-                input_ids[r, width - len(ids[i]):] = ids[i]
-                mask[r, width - len(ids[i]):] = 1
-            gen = dict(kwargs)
-            penalty = gen.get("repetition_penalty", getattr(self._as_wrapped_model.generation_config,
-                                                            "repetition_penalty", None))
-            if penalty is not None and float(penalty) != 1.0:
-                from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-
-                pads = torch.tensor([width - len(ids[i]) for i in chunk], dtype=torch.long)
-                custom = list(gen.pop("logits_processor", None) or [])
-                custom.append(RepetitionPenaltyLogitsProcessor(float(penalty), prompt_ignore_length=pads))
-                gen["logits_processor"] = LogitsProcessorList(custom)
-            with torch.no_grad(), _quiet_generation_warnings():
-                out = self._as_wrapped_model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                                      **gen)
-            for r, i in enumerate(chunk):
-                replies[i] = tok.decode(out[r, width:], skip_special_tokens=True)
-        self._ctx.reset()
+        bar = tqdm(total=len(ids), desc="respond_batch", unit="prompt", disable=not show_progress or not ids,
+                   leave=False)
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                width = max(len(ids[i]) for i in chunk)
+                input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for r, i in enumerate(chunk):
+                    input_ids[r, width - len(ids[i]):] = ids[i]
+                    mask[r, width - len(ids[i]):] = 1
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                with torch.no_grad(), _quiet_generation_warnings():
+                    if greedy is not None:
+                        generated = greedy_decode(model, input_ids, mask, greedy, on_drop=self._ctx.select_rows)
+                    else:
+                        generated = self._generate_padded(input_ids, mask, width, chunk, ids, kwargs)
+                for r, i in enumerate(chunk):
+                    replies[i] = tok.decode(generated[r], skip_special_tokens=True)
+                self._ctx.reset()
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            self._ctx.reset()
         return replies
+
+    def _generate_padded(self, input_ids, mask, width, chunk, ids, kwargs) -> list:
+        """`generate` on one left-padded batch (any settings); padding kept out of the repetition penalty."""
+        gen = dict(kwargs)
+        penalty = gen.get("repetition_penalty", getattr(self._as_wrapped_model.generation_config,
+                                                        "repetition_penalty", None))
+        if penalty is not None and float(penalty) != 1.0:
+            from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+            pads = torch.tensor([width - len(ids[i]) for i in chunk], dtype=torch.long)
+            custom = list(gen.pop("logits_processor", None) or [])
+            custom.append(RepetitionPenaltyLogitsProcessor(float(penalty), prompt_ignore_length=pads))
+            gen["logits_processor"] = LogitsProcessorList(custom)
+        out = self._as_wrapped_model.generate(input_ids=input_ids, attention_mask=mask, **gen)
+        return [row[width:] for row in out]
 
     @staticmethod
     def _check_prompts(prompts) -> list[str]:
