@@ -435,3 +435,48 @@ def test_embedded_batched_equals_one_at_a_time(embedded, mode):
     ref = one_at_a_time(model, tok, strings, vector, layer_ids, mode)
     got = condition_similarities(model, strings, vector, layer_ids, mode, batch_size=4, tokenizer=tok)
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- #
+# threshold_at_false_positive_rate: the FPR-capped operating point
+# --------------------------------------------------------------------------- #
+from hypothesis import given, settings as hyp_settings, strategies as st  # noqa: E402
+
+from activation_steering.condition_search import threshold_at_false_positive_rate  # noqa: E402
+
+
+def _brute_force_fpr_point(pos, neg, direction, cap):
+    """Every threshold on a fine grid around the data; the best (tpr, -fpr) under the cap."""
+    grid = np.linspace(min(pos.min(), neg.min()) - 1, max(pos.max(), neg.max()) + 1, 4001)
+    best = None
+    for t in grid:
+        met_p = (pos < t).any(1) if direction == "larger" else (pos > t).any(1)
+        met_n = (neg < t).any(1) if direction == "larger" else (neg > t).any(1)
+        if met_n.mean() <= cap and (best is None or (met_p.mean(), -met_n.mean()) > best):
+            best = (met_p.mean(), -met_n.mean())
+    return best
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 2), st.sampled_from(["larger", "smaller"]),
+       st.sampled_from([0.0, 0.05, 0.2, 1.0]), st.integers(0, 2**31 - 1))
+def test_fpr_point_matches_brute_force(n_pos, n_neg, n_layers, direction, cap, seed):
+    rng = np.random.default_rng(seed)
+    pos = np.round(rng.normal(0.3, 1, (n_pos, n_layers)), 2)  # rounded: ties happen
+    neg = np.round(rng.normal(0.0, 1, (n_neg, n_layers)), 2)
+    t, tpr, fpr = threshold_at_false_positive_rate(pos, neg, direction, cap)
+    met_p = (pos < t).any(1) if direction == "larger" else (pos > t).any(1)
+    met_n = (neg < t).any(1) if direction == "larger" else (neg > t).any(1)
+    assert (met_p.mean(), met_n.mean()) == (tpr, fpr) and fpr <= cap
+    assert (tpr, -fpr) == _brute_force_fpr_point(pos, neg, direction, cap)
+
+
+def test_fpr_point_arguments_and_1d_input():
+    t, tpr, fpr = threshold_at_false_positive_rate(np.array([0.1, 0.2]), np.array([0.5, 0.6]), "larger", 0.0)
+    assert (tpr, fpr) == (1.0, 0.0) and 0.2 < t < 0.5
+    with pytest.raises(ValueError, match="direction"):
+        threshold_at_false_positive_rate(np.zeros(2), np.zeros(2), "bigger", 0.1)
+    with pytest.raises(ValueError, match="max_false_positive_rate"):
+        threshold_at_false_positive_rate(np.zeros(2), np.zeros(2), "larger", 1.5)
+    with pytest.raises(ValueError, match="same"):
+        threshold_at_false_positive_rate(np.zeros((2, 2)), np.zeros((2, 3)), "larger", 0.1)
