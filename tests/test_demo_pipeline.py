@@ -13,7 +13,10 @@ def test_demo_pipeline_produces_table_and_artefacts(tmp_path):
                                  condition_layer_range=(1, 4), threshold_step=0.01, max_new_tokens=4, batch_size=4)
     results = demo.run(settings, data, model=make_model("llama"), tokenizer=make_tokenizer(), output_dir=tmp_path,
                        log=lambda *_: None)
-    assert set(results["refusal_rates"]) == {"base", "steered", "CAST"}
+    assert list(results["refusal_rates"]) == ["base", "steered", "CAST", "CAST-strict"]
+    strict = results["strict_condition_point"]
+    assert strict["train_false_positive_rate"] <= settings.strict_false_positive_rate
+    assert 0.0 <= strict["test_true_positive_rate"] <= 1.0
     for rates in results["refusal_rates"].values():
         assert 0.0 <= rates["harmful"] <= 1.0 and 0.0 <= rates["harmless"] <= 1.0
     assert results["n_test"] == {"harmful": 4, "harmless": 4}
@@ -22,7 +25,7 @@ def test_demo_pipeline_produces_table_and_artefacts(tmp_path):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "results.json").read_text())["condition_point"]["layers"]
     table = demo.format_table(results)
-    assert "CAST" in table and "held-out" in table
+    assert "CAST-strict" in table and "held-out" in table
 
 
 def test_f1_score():
