@@ -146,6 +146,50 @@ def batch_prompts() -> tuple[list[str], str]:
     return list(BUILTIN_PROMPTS), "built-in list"
 
 
+def bench_step(mm, args) -> dict:
+    """Per-step decode cost at batch 1, measured the steady way: for each of many
+    interleaved reps and each config, steer, prefill 32 tokens (conditions are
+    evaluated there), then time `--step-tokens` single-token forwards against that
+    cache, cropping it back after each so every timed step sees the same length.
+    Median over reps of each rep's time ratio: slow drifts in machine load cancel."""
+    from transformers import DynamicCache
+
+    model = mm.unwrap()
+    n_layers, dim = model.config.num_hidden_layers, model.config.hidden_size
+    behavior, condition = unit_vector(1, n_layers, dim), unit_vector(2, n_layers, dim)
+    blayers = [i for i in range(10, 16) if i < n_layers]
+    configs = {
+        "unsteered": None,
+        "plain": dict(behavior_vector=behavior, behavior_layer_ids=blayers, behavior_vector_strength=2.0),
+        "conditional": dict(behavior_vector=behavior, behavior_layer_ids=blayers, behavior_vector_strength=2.0,
+                            condition_vector=condition, condition_layer_ids=[6], condition_vector_threshold=2.0),
+    }
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, model.config.vocab_size, (1, 32), generator=gen).to(args.device)
+    step = ids[:, -1:]
+    times = {name: [] for name in configs}
+    with torch.no_grad():
+        for rep in range(args.step_reps + 1):  # rep 0 warms up
+            for name, cfg in configs.items():
+                if cfg is None:
+                    mm.reset_leash_to_default()
+                else:
+                    mm.steer(**cfg)
+                cache = DynamicCache(config=model.config)
+                model(input_ids=ids, past_key_values=cache, use_cache=True)
+                sync(args.device)
+                t0 = time.perf_counter()
+                for _ in range(args.step_tokens):
+                    model(input_ids=step, past_key_values=cache, use_cache=True)
+                    cache.crop(-1)  # drop the step just added
+                sync(args.device)
+                if rep:
+                    times[name].append((time.perf_counter() - t0) / args.step_tokens)
+    mm.reset_leash_to_default()
+    ratio = {name: statistics.median(u / x for u, x in zip(times["unsteered"], t)) for name, t in times.items()}
+    return {"step_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()}, "ratio": ratio}
+
+
 def bench_batch(mm, args) -> dict:
     from activation_steering.formatting import encode, format_prompt
     from activation_steering.forward_capture import run_truncated
@@ -200,8 +244,11 @@ def main() -> int:
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--step-reps", type=int, default=20, help="interleaved reps of the per-step measurement")
+    ap.add_argument("--step-tokens", type=int, default=8, help="timed decode steps per rep and config")
     ap.add_argument("--skip-batch", action="store_true")
-    ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--skip-decode", action="store_true", help="skip part 1 (whole generate() calls)")
+    ap.add_argument("--skip-step", action="store_true", help="skip part 1b (per-step decode cost)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a busy machine)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
@@ -238,6 +285,16 @@ def main() -> int:
         ok = min(r["ratio_plain"], r["ratio_conditional"]) >= 0.97
         print(f"   target steered/unsteered >= 0.97 (median paired ratio of {r['ratio_basis']}): "
               f"{'met' if ok else 'NOT met'}")
+    if not args.skip_step:
+        r = bench_step(mm, args)
+        results["decode_step"] = r
+        print(f"\n1b. decode step at batch 1 (32 cached tokens), {args.step_reps} interleaved reps x "
+              f"{args.step_tokens} steps")
+        print(f"   {'config':<12}{'median ms/step':>15}{'unsteered/steered (median of paired)':>38}")
+        for name, ms in r["step_ms"].items():
+            print(f"   {name:<12}{ms:>15.2f}{r['ratio'][name]:>38.3f}")
+        ok = min(r["ratio"]["plain"], r["ratio"]["conditional"]) >= 0.97
+        print(f"   target >= 0.97: {'met' if ok else 'NOT met'}")
     if not args.skip_batch:
         r = bench_batch(mm, args)
         results["batch"] = r

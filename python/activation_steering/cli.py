@@ -200,7 +200,8 @@ def cmd_steer(args: argparse.Namespace) -> int:
                  condition_vector_threshold=args.threshold, condition_comparator_threshold_is=args.comparator,
                  condition_threshold_comparison_mode=args.mode)
     settings = {"max_new_tokens": args.max_new_tokens, "do_sample": False, "repetition_penalty": 1.1}
-    responses = mm.respond_batch(prompts, settings=settings, batch_size=args.batch_size)
+    responses = mm.respond_batch(prompts, settings=settings, batch_size=args.batch_size,
+                                 show_progress=sys.stderr.isatty())
     sink = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     try:
         for p, r in zip(prompts, responses):
