@@ -78,7 +78,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     from transformers import DynamicCache
 
     n_rows = input_ids.shape[0]
-    device = input_ids.device
+    device = input_ids.device  # the embedding's device; logits may live elsewhere (device_map splits)
     results: list[list[int]] = [[] for _ in range(n_rows)]
     if n_rows == 0:
         return results
@@ -88,7 +88,6 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     cache = DynamicCache(config=model.config)
     vocab = None
     seen = None
-    eos = torch.tensor(plan.eos_ids, dtype=torch.long, device=device) if plan.eos_ids else None
     params = inspect.signature(model.forward).parameters
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # as generate() asks when supported
     cache_arg = "cache" if "cache" in params else "past_key_values"  # newer models renamed it
@@ -97,13 +96,15 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
                     **{cache_arg: cache}, **extra)
         scores = out.logits[:, -1, :].to(dtype=torch.float32)
-        if plan.penalty is not None:
-            if seen is None:
+        if step == 0:  # per-row bookkeeping lives with the logits
+            eos = torch.tensor(plan.eos_ids, dtype=torch.long, device=scores.device) if plan.eos_ids else None
+            if plan.penalty is not None:
                 vocab = scores.shape[-1]
                 # the row's own prompt tokens only: padding maps to the dummy column `vocab`
-                real = input_ids.masked_fill(attention_mask == 0, vocab)
-                seen = torch.zeros((n_rows, vocab + 1), dtype=torch.bool, device=device)
+                real = input_ids.masked_fill(attention_mask == 0, vocab).to(scores.device)
+                seen = torch.zeros((n_rows, vocab + 1), dtype=torch.bool, device=scores.device)
                 seen.scatter_(1, real, True)
+        if seen is not None:
             hit = seen[:, :vocab]
             penalised = torch.where(scores < 0, scores * plan.penalty, scores / plan.penalty)
             scores = torch.where(hit, penalised, scores)
@@ -120,15 +121,16 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
             keep_list = [r for r, d in enumerate(host_done) if not d]
             if not keep_list:
                 break
-            keep = torch.tensor(keep_list, dtype=torch.long, device=device)
+            keep = torch.tensor(keep_list, dtype=torch.long)  # a host index works on every device's tensors
             cache.batch_select_indices(keep)
             rows = rows[keep_list]
-            mask, position, next_ids = mask[keep], position[keep], next_ids[keep]
+            mask, position = mask[keep.to(device)], position[keep.to(device)]
+            next_ids = next_ids[keep.to(next_ids.device)]
             if seen is not None:
-                seen = seen[keep]
+                seen = seen[keep.to(seen.device)]
             if on_drop is not None:
                 on_drop(keep)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         position = torch.cat([position, position[:, -1:] + 1], dim=1)
-        step_ids, step_pos = next_ids[:, None], position[:, -1:]
+        step_ids, step_pos = next_ids[:, None].to(device), position[:, -1:]
     return results
