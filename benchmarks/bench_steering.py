@@ -91,8 +91,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_decode(mm, args) -> dict:
-    model = mm.unwrap()
+def decode_setup(model, device: str) -> tuple[dict, torch.Tensor]:
+    """The three configurations timed at batch 1 and a seeded 32-token prompt."""
     n_layers, dim = model.config.num_hidden_layers, model.config.hidden_size
     behavior, condition = unit_vector(1, n_layers, dim), unit_vector(2, n_layers, dim)
     blayers = [i for i in range(10, 16) if i < n_layers]
@@ -104,7 +104,19 @@ def bench_decode(mm, args) -> dict:
                             condition_vector=condition, condition_layer_ids=[6], condition_vector_threshold=2.0),
     }
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(2, model.config.vocab_size, (1, 32), generator=gen).to(args.device)
+    return configs, torch.randint(2, model.config.vocab_size, (1, 32), generator=gen).to(device)
+
+
+def apply_config(mm, cfg: dict | None) -> None:
+    if cfg is None:
+        mm.reset_leash_to_default()
+    else:
+        mm.steer(**cfg)
+
+
+def bench_decode(mm, args) -> dict:
+    model = mm.unwrap()
+    configs, ids = decode_setup(model, args.device)
     kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
                   repetition_penalty=1.1, pad_token_id=mm.tokenizer.eos_token_id)
     times = {name: [] for name in configs}
@@ -112,10 +124,7 @@ def bench_decode(mm, args) -> dict:
     with torch.no_grad():
         for rep in range(args.reps + 1):  # rep 0 warms up
             for name, cfg in configs.items():
-                if cfg is None:
-                    mm.reset_leash_to_default()
-                else:
-                    mm.steer(**cfg)
+                apply_config(mm, cfg)
                 sync(args.device)
                 t0, c0 = time.perf_counter(), time.process_time()
                 out = mm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
@@ -155,26 +164,13 @@ def bench_step(mm, args) -> dict:
     from transformers import DynamicCache
 
     model = mm.unwrap()
-    n_layers, dim = model.config.num_hidden_layers, model.config.hidden_size
-    behavior, condition = unit_vector(1, n_layers, dim), unit_vector(2, n_layers, dim)
-    blayers = [i for i in range(10, 16) if i < n_layers]
-    configs = {
-        "unsteered": None,
-        "plain": dict(behavior_vector=behavior, behavior_layer_ids=blayers, behavior_vector_strength=2.0),
-        "conditional": dict(behavior_vector=behavior, behavior_layer_ids=blayers, behavior_vector_strength=2.0,
-                            condition_vector=condition, condition_layer_ids=[6], condition_vector_threshold=2.0),
-    }
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(2, model.config.vocab_size, (1, 32), generator=gen).to(args.device)
+    configs, ids = decode_setup(model, args.device)
     step = ids[:, -1:]
     times = {name: [] for name in configs}
     with torch.no_grad():
         for rep in range(args.step_reps + 1):  # rep 0 warms up
             for name, cfg in configs.items():
-                if cfg is None:
-                    mm.reset_leash_to_default()
-                else:
-                    mm.steer(**cfg)
+                apply_config(mm, cfg)
                 cache = DynamicCache(config=model.config)
                 model(input_ids=ids, past_key_values=cache, use_cache=True)
                 sync(args.device)
