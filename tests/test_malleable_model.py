@@ -604,3 +604,22 @@ def test_bad_arguments_raise_and_leave_model_unchanged(method, kwargs, exc, matc
     with pytest.raises(exc, match=match):
         getattr(mm, method)(**kwargs)
     assert mm.steering_plan is plan and {id(m): dict(m._forward_pre_hooks) for m in model.modules()} == hooks
+
+
+def test_steer_notes_behaviour_layers_before_the_condition(monkeypatch):
+    """A condition read after some behaviour layers leaves them unsteered on the prompt pass (SPEC 4):
+    steer() says so in the MalleableModel log, and stays quiet when the condition comes first."""
+    from activation_steering import malleable_model
+
+    said = []
+    monkeypatch.setattr(malleable_model, "log", lambda name, msg: said.append((name, msg)))
+    mm = MalleableModel(make_model("llama"), fresh_tokenizer())
+    vec = SteeringVector("llama", {i: np.eye(64, dtype=np.float32)[i] for i in range(4)}, {i: 0.5 for i in range(4)})
+    mm.steer(behavior_vector=vec, behavior_layer_ids=[1, 2, 3], condition_vector=vec, condition_layer_ids=[2],
+             condition_vector_threshold=0.1)
+    assert any(name == "MalleableModel" and "behaviour layers [1] run before the first condition layer" in msg
+               for name, msg in said)
+    said.clear()
+    mm.steer(behavior_vector=vec, behavior_layer_ids=[1, 2, 3], condition_vector=vec, condition_layer_ids=[1],
+             condition_vector_threshold=0.1)
+    assert not any("run before the first condition layer" in msg for _, msg in said)

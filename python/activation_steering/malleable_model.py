@@ -158,6 +158,15 @@ class MalleableModel:
             condition_comparator_threshold_is, condition_threshold_comparison_mode, use_explained_variance,
             use_ooi_preventive_normalization, apply_behavior_on_first_call)
         self._install(plan)
+        if behavior_vector is not None and condition_vector is not None and apply_behavior_on_first_call:
+            early = sorted(i % self.n_layers for i in behavior_layer_ids
+                           if i % self.n_layers < min(j % self.n_layers for j in condition_layer_ids))
+            if early:
+                # SPEC 4 semantics, but rarely what is wanted: the first reply token comes out unsteered
+                log("MalleableModel", f"note: behaviour layers {early} run before the first condition layer on the "
+                    "prompt pass, so there they see the condition as not met and the first generated token is "
+                    "produced without them; put the condition at or before the first behaviour layer to steer "
+                    "it too")
 
     def multisteer(self, behavior_vectors, behavior_layer_ids, behavior_vector_strengths, condition_vectors,
                    condition_layer_ids, condition_vector_thresholds, condition_comparator_threshold_is, rules,
