@@ -12,7 +12,6 @@ Snippets that build a MalleableModel need the steering runtime (issue 4).
 """
 import json
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,7 @@ from tiny_models import make_model
 
 from activation_steering import SteeringDataset, SteeringVector
 from activation_steering.config import GlobalConfig
-
-FAQ = Path(__file__).resolve().parents[2] / "shared" / "reference" / "faq.md"
+from faq_snippets import assert_snippets_in_faq
 
 SAVE_ANALYSIS = '''
 from activation_steering import SteeringVector
@@ -188,18 +186,8 @@ loaded_vector = SteeringVector.load("my_steering_vector")
 SNIPPETS = [SAVE_ANALYSIS, REPLICATE, CREATE, TOKEN_POSITIONS, CAST_DATA, CAST_TRAIN, SAVE_LOAD]
 
 
-def _lines(text):
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
 def test_snippets_are_verbatim_copies_of_the_faq():
-    if not FAQ.is_file():
-        pytest.skip(f"{FAQ} is not present in this checkout")
-    faq = _lines(FAQ.read_text())
-    for snippet in SNIPPETS:
-        want = _lines(snippet)
-        starts = [i for i, ln in enumerate(faq) if ln == want[0]]
-        assert any(faq[i:i + len(want)] == want for i in starts), f"snippet not found verbatim:\n{snippet}"
+    assert_snippets_in_faq(SNIPPETS)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ import torch
 from activation_steering import MalleableModel, SteeringDataset, SteeringVector
 from activation_steering.config import GlobalConfig
 from tiny_models import fresh_tokenizer, make_model
-
-FAQ = Path(__file__).resolve().parents[2] / "shared" / "reference" / "faq.md"
+from faq_snippets import assert_snippets_in_faq
 
 LOGGING = '''
 from activation_steering.config import GlobalConfig
@@ -94,18 +93,8 @@ HARMLESS = ["Write a harmless story about cats.", "What's the capital of France?
             "Help me plan a trip."]
 
 
-def _lines(text):
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
 def test_snippets_are_verbatim_copies_of_the_faq():
-    if not FAQ.is_file():
-        pytest.skip(f"{FAQ} is not present in this checkout")
-    faq = _lines(FAQ.read_text())
-    for snippet in SNIPPETS:
-        want = _lines(snippet.replace("\\\\n", "\\n"))
-        starts = [i for i, ln in enumerate(faq) if ln == want[0]]
-        assert any(faq[i:i + len(want)] == want for i in starts), f"snippet not found verbatim:\n{snippet}"
+    assert_snippets_in_faq(SNIPPETS)
 
 
 def run(snippet, namespace):
