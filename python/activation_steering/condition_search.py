@@ -47,7 +47,7 @@ from .config import log
 from .forward_capture import run_truncated
 from .formatting import encode, format_prompt
 from .layers import find_decoder_layers, unwrap_model
-from .similarity import COMPARATORS, POOLING_MODES, condition_similarity
+from .similarity import COMPARATORS, POOLING_MODES, condition_met, condition_similarity
 
 DEFAULT_ANALYSIS_PATH = "optimal_condition_point_analysis.json"
 MAX_GRID_THRESHOLDS = 10_000_000
@@ -287,8 +287,7 @@ def condition_predictions(model, strings: Sequence[str], condition_vector, layer
         raise ValueError(f"direction must be one of {COMPARATORS}, got {direction!r}")
     sims = condition_similarities(model, strings, condition_vector, layer_ids, mode, batch_size, tokenizer,
                                   use_chat_template)
-    met = sims < threshold if direction == "larger" else sims > threshold
-    return met.any(axis=1)
+    return condition_met(sims, threshold, direction).any(axis=1)
 
 
 def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: np.ndarray, direction: str,
@@ -319,10 +318,8 @@ def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: n
     candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
     best = None
     for t in candidates:
-        if direction == "larger":
-            tpr, fpr = (pos < t).any(1).mean(), (neg < t).any(1).mean()
-        else:
-            tpr, fpr = (pos > t).any(1).mean(), (neg > t).any(1).mean()
+        tpr = condition_met(pos, t, direction).any(1).mean()
+        fpr = condition_met(neg, t, direction).any(1).mean()
         if fpr <= max_false_positive_rate and (best is None or (tpr, -fpr) > (best[1], -best[2])):
             best = (float(t), float(tpr), float(fpr))
     return best  # the empty operating point (fires on nothing) always qualifies

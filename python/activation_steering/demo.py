@@ -121,6 +121,7 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
     from . import MalleableModel, SteeringDataset, SteeringVector
     from .condition_search import condition_similarities, threshold_at_false_positive_rate
     from .judge import is_refusal
+    from .similarity import condition_met
     from .models import load_default_model
 
     settings = settings or DemoSettings()
@@ -180,10 +181,8 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
     truth = np.array([True] * len(data.test_harmful) + [False] * len(data.test_harmless))
     test_sims = condition_similarities(malleable, test_prompts, condition_vector, best_layers, settings.condition_mode)
 
-    def fires(sims, threshold):
-        return (sims < threshold if best_direction == "larger" else sims > threshold).any(axis=1)
-
-    pred, strict_pred = fires(test_sims, best_threshold), fires(test_sims, strict_threshold)
+    pred = condition_met(test_sims, best_threshold, best_direction).any(axis=1)
+    strict_pred = condition_met(test_sims, strict_threshold, best_direction).any(axis=1)
     test_f1 = f1_score(pred, truth)
     log(f"[4/5] condition point: layers {best_layers}, threshold {best_threshold:.4f}, '{best_direction}', "
         f"train F1 {train_f1:.3f}, held-out F1 {test_f1:.3f} ({timings['condition_search']:.1f}s); strict "
