@@ -19,6 +19,7 @@ from tiny_models import make_model
 
 from activation_steering import SteeringDataset, SteeringVector
 from activation_steering.config import GlobalConfig
+from activation_steering.malleable_model import MalleableModel
 from faq_snippets import assert_snippets_in_faq
 
 SAVE_ANALYSIS = '''
@@ -268,13 +269,8 @@ def test_save_load_snippet(model, tokenizer, workdir):
     assert ns["loaded_vector"] == vec
 
 
-def _malleable():
-    return pytest.importorskip("activation_steering.malleable_model",
-                               reason="MalleableModel (steering runtime, issue 4) is not in this tree yet")
-
-
 def test_create_snippet_with_a_malleable_model(model, tokenizer, workdir):
-    mm = _malleable().MalleableModel(model, tokenizer)
+    mm = MalleableModel(model, tokenizer)
     ns = run(CREATE, {"malleable_model": mm, "tokenizer": tokenizer})
     check_vector(ns["steering_vector"])
     direct = SteeringVector.train(model, tokenizer, ns["steering_dataset"])
@@ -282,7 +278,6 @@ def test_create_snippet_with_a_malleable_model(model, tokenizer, workdir):
 
 
 def test_replicate_snippet(model, tokenizer, workdir, monkeypatch):
-    _malleable()
     import transformers
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(lambda cls, *a, **k: model))

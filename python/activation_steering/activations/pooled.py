@@ -51,7 +51,8 @@ from ..native import ops as _ops
 from .layers import unwrap_model
 from .prefix_sharing import SharePlan, plan_prefix_sharing, sharing_blockers
 from .runner import TruncatedForward, select_cache_rows
-from .tokens import Tokenized, length_sorted_batches, pad_right
+from .tokens import (Tokenized, length_sorted_batches, pad_right, pad_token_id, pooling_spans, tokenize,
+                     warn_suffix_fallback)
 
 
 def _f64(device: torch.device) -> torch.dtype:
@@ -103,6 +104,26 @@ def capture_pooled(model, tok: Tokenized, start: np.ndarray, end: np.ndarray, la
             else:
                 _capture_shared(cap, plan, tok, start, end, batch_size, pad_id, write, bar)
     return result().numpy()
+
+
+def pooled_activations(model, tokenizer, texts: list[str], layer_ids: list[int], accumulate: int | str,
+                       batch_size: int, add_special_tokens: bool, suffix_char_starts: list[int | None] | None = None,
+                       progress: bool = False, name_of=lambda i: f"string {i}") -> np.ndarray:
+    """pooled[len(layer_ids), N, D] float32 for `texts`: tokenize once, pool each
+    string over its `accumulate` span (checked with tokens.check_accumulate), capture.
+
+    `suffix_char_starts` (character index where each string's suffix begins, or
+    None) is needed for "suffix-only". A string with no tokens raises ValueError
+    naming it through `name_of(index)`, before the model runs."""
+    tok = tokenize(tokenizer, texts, add_special_tokens, suffix_char_starts if accumulate == "suffix-only" else None)
+    empty = np.flatnonzero(tok.lengths == 0)
+    if empty.size:
+        raise ValueError(f"{name_of(int(empty[0]))} tokenizes to no tokens; every string needs at least one token")
+    start, end, n_fallback = pooling_spans(tok, accumulate)
+    if accumulate == "suffix-only":
+        warn_suffix_fallback(n_fallback, len(texts))
+    return capture_pooled(model, tok, start, end, layer_ids, batch_size, pad_id=pad_token_id(tokenizer),
+                          progress=progress)
 
 
 def _buffer_writer(layer_ids: list[int], n: int):

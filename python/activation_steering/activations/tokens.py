@@ -116,6 +116,13 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id batches are right-padded with: pad, else eos, else 0. Right padding
+    never reaches a real token (causal attention) nor a pooled span, so any id works."""
+    return next((t for t in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None))
+                 if isinstance(t, int)), 0)
+
+
 def pad_right(input_ids: list[list[int]], rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (input_ids[B, T], attention_mask[B, T]) of the given rows."""
     T = max(len(input_ids[r]) for r in rows)
@@ -133,4 +140,4 @@ def warn_suffix_fallback(n_fallback: int, n_total: int) -> None:
         warnings.warn(
             f"accumulate_last_x_tokens='suffix-only': {n_fallback} of {n_total} strings have no suffix "
             "(empty suffix or a dataset without suffixes); they are pooled at their last token",
-            UserWarning, stacklevel=3)
+            UserWarning, stacklevel=4)  # warn_suffix_fallback <- pooled_activations <- train <- caller

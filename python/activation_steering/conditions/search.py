@@ -44,9 +44,10 @@ import torch
 from .. import _core
 from ..native import ops as _ops
 from ..config import log
+from ..activations.layers import find_decoder_layers, hidden_size, resolve_layer_ids, unwrap_model
+from ..activations.prompts import format_prompt
 from ..activations.runner import TruncatedForward
-from ..activations.prompts import encode, format_prompt
-from ..activations.layers import find_decoder_layers, unwrap_model
+from ..activations.tokens import Tokenized, length_sorted_batches, pad_right, pad_token_id, tokenize
 from .report import DEFAULT_ANALYSIS_PATH, analysis_summary, plot_similarities
 from .similarity import COMPARATORS, POOLING_MODES, condition_met, condition_similarity
 
@@ -165,42 +166,17 @@ def _condition_directions(condition_vector, layer_ids: list[int], hidden_size: i
     return out
 
 
-def _hidden_size(hf_model) -> int | None:
-    size = getattr(getattr(hf_model, "config", None), "hidden_size", None)
-    return int(size) if isinstance(size, int) else None
-
-
 # --------------------------------------------------------------------------- #
-# Similarities: one batched, truncated forward per batch
+# Similarities: one truncated forward per batch, one runner for all batches
 # --------------------------------------------------------------------------- #
-def _encode_all(tokenizer, texts: list[str], use_chat_template: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids[N, T], lengths[N]) with RIGHT padding, exactly as prompts.encode tokenizes.
-
-    A tokenizer without a pad token gets eos as pad for this call only (padding
-    never reaches a pooled vector, so its id does not matter)."""
-    added_pad = tokenizer.pad_token is None
-    if added_pad:
-        if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad token nor an eos token to pad batches with; set tokenizer.pad_token")
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        enc = encode(tokenizer, texts, use_chat_template=use_chat_template, padding_side="right")
-    finally:
-        if added_pad:
-            tokenizer.pad_token = None
-    lengths = enc["attention_mask"].sum(dim=1)
-    return enc["input_ids"], lengths
-
-
-def _similarity_matrix(hf_model, input_ids: torch.Tensor, lengths: torch.Tensor, directions: dict[int, torch.Tensor],
+def _similarity_matrix(hf_model, tok: Tokenized, pad_id: int, directions: dict[int, torch.Tensor],
                        layer_ids: list[int], mode: str, batch_size: int, show_progress: bool) -> torch.Tensor:
-    """sims[N, len(layer_ids)] float32: condition similarity of h_in[layer] pooled over real tokens."""
+    """sims[N, len(layer_ids)] float32: condition similarity of each string's decoder
+    layer input at each layer, pooled over its real tokens ("mean") or its last one ("last")."""
     from tqdm.auto import tqdm
 
-    n = input_ids.shape[0]
     column = {layer: k for k, layer in enumerate(layer_ids)}
-    sims = torch.empty((n, len(layer_ids)), dtype=torch.float32)
-    order = torch.argsort(lengths, descending=True, stable=True)  # little padding per batch
+    sims = torch.empty((len(tok.input_ids), len(layer_ids)), dtype=torch.float32)
     on_device: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def direction(layer: int, dev: torch.device) -> torch.Tensor:
@@ -209,52 +185,47 @@ def _similarity_matrix(hf_model, input_ids: torch.Tensor, lengths: torch.Tensor,
             on_device[key] = directions[layer].to(dev)
         return on_device[key]
 
-    n_batches = (n + batch_size - 1) // batch_size
+    batches = length_sorted_batches(tok.lengths, batch_size)  # little padding per batch
     with TruncatedForward(hf_model, layer_ids, read="input") as fwd:
-        for b in tqdm(range(n_batches), desc="condition similarities", unit="batch", disable=not show_progress):
-            rows = order[b * batch_size:(b + 1) * batch_size]
-            lens = lengths[rows]
-            width = int(lens.max())
-            ids = input_ids[rows, :width]
-            mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).to(torch.long)
-            end = lens.to(torch.long)
+        for rows in tqdm(batches, desc="condition similarities", unit="batch", disable=not show_progress):
+            ids, mask = pad_right(tok.input_ids, rows, pad_id)
+            end = torch.from_numpy(tok.lengths[rows])
             start = end - 1 if mode == "last" else torch.zeros_like(end)
             spans: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
             out = torch.empty((len(rows), len(layer_ids)), dtype=torch.float32)
 
-            def capture(layer: int, hidden: torch.Tensor, spans=spans, start=start, end=end, out=out) -> None:
+            def read(layer: int, hidden: torch.Tensor, spans=spans, start=start, end=end, out=out) -> None:
                 dev = hidden.device
                 if dev not in spans:
                     spans[dev] = (start.to(dev), end.to(dev))
                 pooled = _ops.pool_spans(hidden, *spans[dev])                      # [B, D] float32
                 out[:, column[layer]] = condition_similarity(pooled, direction(layer, dev)).cpu()
 
-            fwd.run(ids, mask, capture)
-            sims[rows] = out
+            fwd.run(ids, mask, read)
+            sims[torch.from_numpy(rows)] = out
     return sims
 
 
 def _prepare(model, strings: list[str], condition_vector, layer_ids_or_range, mode: str, batch_size: int,
              tokenizer, use_chat_template: bool, from_range: bool):
-    hf_model, tok = _resolve(model, tokenizer)
+    hf_model, tokenizer = _resolve(model, tokenizer)
     n_layers = len(find_decoder_layers(hf_model))
     if from_range:
         layer_ids = _check_layer_range(layer_ids_or_range, n_layers)
     else:
-        from ..activations.layers import resolve_layer_ids
-
         layer_ids = sorted(resolve_layer_ids(layer_ids_or_range, n_layers, "layer_ids"))
         if not layer_ids:
             raise ValueError("layer_ids is empty")
     _check_mode(mode)
     batch_size = _check_int(batch_size, "batch_size", 1)
-    directions = _condition_directions(condition_vector, layer_ids, _hidden_size(hf_model))
-    texts = [format_prompt(tok, s, use_chat_template) for s in strings]
-    input_ids, lengths = _encode_all(tok, texts, use_chat_template)
-    empty = torch.nonzero(lengths == 0).flatten().tolist()
+    directions = _condition_directions(condition_vector, layer_ids, hidden_size(hf_model))
+    # formatted exactly as respond formats a prompt, tokenized as respond tokenizes it
+    texts = [format_prompt(tokenizer, s, use_chat_template) for s in strings]
+    tok = tokenize(tokenizer, texts, add_special_tokens=not use_chat_template)
+    empty = np.flatnonzero(tok.lengths == 0).tolist()
     if empty:
         raise ValueError(f"string(s) at index {empty} tokenize to no tokens; remove them or use the chat template")
-    return hf_model, tok, layer_ids, directions, input_ids, lengths, batch_size
+    return hf_model, layer_ids, directions, tok, pad_token_id(tokenizer), batch_size
 
 
 def condition_similarities(model, strings: Sequence[str], condition_vector, layer_ids: Sequence[int],
@@ -267,25 +238,25 @@ def condition_similarities(model, strings: Sequence[str], condition_vector, laye
     Unlike find_best_condition_point this does not reset a MalleableModel's
     steering: call it on an unsteered model."""
     strings = _check_strings(strings, "strings")
-    hf_model, _tok, ids, directions, input_ids, lengths, batch_size = _prepare(
+    hf_model, ids, directions, tok, pad_id, batch_size = _prepare(
         model, strings, condition_vector, layer_ids, condition_threshold_comparison_mode, batch_size, tokenizer,
         use_chat_template, from_range=False)
-    return _similarity_matrix(hf_model, input_ids, lengths, directions, ids, condition_threshold_comparison_mode,
+    return _similarity_matrix(hf_model, tok, pad_id, directions, ids, condition_threshold_comparison_mode,
                               batch_size, show_progress).numpy()
 
 
 def condition_predictions(model, strings: Sequence[str], condition_vector, layer_ids: Sequence[int], threshold: float,
-                          direction: str, mode: str = "mean", batch_size: int = 32, tokenizer=None,
+                          comparator: str, mode: str = "mean", batch_size: int = 32, tokenizer=None,
                           use_chat_template: bool = True) -> np.ndarray:
-    """bool[len(strings)]: would the condition (layers, threshold, direction) fire on each string.
+    """bool[len(strings)]: would the condition (layers, threshold, comparator) fire on each string.
 
     The same rule find_best_condition_point scores, so a point found on training
     strings can be evaluated on held-out ones."""
-    if direction not in COMPARATORS:
-        raise ValueError(f"direction must be one of {COMPARATORS}, got {direction!r}")
+    if comparator not in COMPARATORS:
+        raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
     sims = condition_similarities(model, strings, condition_vector, layer_ids, mode, batch_size, tokenizer,
                                   use_chat_template)
-    return condition_met(sims, threshold, direction).any(axis=1)
+    return condition_met(sims, threshold, comparator).any(axis=1)
 
 
 # --------------------------------------------------------------------------- #
@@ -310,7 +281,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         observed similarities, or one unit beyond the extremes).
     save_analysis: write a JSON with the best point, the non-zero F1 of every
         combination keyed "<threshold>_<direction>" (exact mode: each
-        combination's best threshold per direction) and the per-layer similarities
+        combination's best threshold per comparator) and the per-layer similarities
         of positives and negatives, to `file_path` (default DEFAULT_ANALYSIS_PATH).
     plot: True (next to file_path, .png) or a path: histograms of positive vs
         negative similarities per layer with the best threshold marked.
@@ -338,11 +309,11 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         raise TypeError(f"plot must be a bool or a path, got {type(plot).__name__}")
     if save_analysis and not exact and n_combos * grid.size * 16 > MAX_SCORE_TABLE_BYTES:
         raise ValueError(
-            f"save_analysis would record {n_combos} combinations x {grid.size} thresholds x 2 directions; "
+            f"save_analysis would record {n_combos} combinations x {grid.size} thresholds x 2 comparators; "
             "raise threshold_step, lower max_layers_to_combine or narrow layer_range"
         )
     strings = positives + negatives
-    hf_model, _tok, layer_ids, directions, input_ids, lengths, batch_size = _prepare(
+    hf_model, layer_ids, directions, tok, pad_id, batch_size = _prepare(
         model, strings, condition_vector, (layer_ids[0], layer_ids[-1] + 1), mode, batch_size, tokenizer,
         use_chat_template, from_range=True)
     if show_progress is None:
@@ -355,7 +326,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
     log("MalleableModel", f"Finding the best condition point: {len(positives)} positive + {len(negatives)} negative "
         f"strings, layers {layer_ids[0]}..{layer_ids[-1]}, up to {max_combine} combined ({n_combos} combinations), "
         + ("exact thresholds" if exact else f"{grid.size} thresholds"))
-    sims = _similarity_matrix(hf_model, input_ids, lengths, directions, layer_ids, mode, batch_size, show_progress)
+    sims = _similarity_matrix(hf_model, tok, pad_id, directions, layer_ids, mode, batch_size, show_progress)
     sims64 = sims.numpy().astype(np.float64)
     labels = np.zeros(len(strings), dtype=bool)
     labels[:len(positives)] = True
@@ -366,7 +337,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         res = _core.condsearch_grid(sims64, labels, max_combine, grid, return_scores=bool(save_analysis))
     best_layers = [layer_ids[c] for c in res["columns"]]
     best_threshold = float(res["threshold"])
-    best_direction = res["direction"]
+    best_comparator = res["direction"]
     best_f1 = float(res["f1"])
     if best_f1 == 0.0:
         warnings.warn(
@@ -374,18 +345,18 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
             "positive string correctly); widen threshold_range or use exact=True",
             RuntimeWarning, stacklevel=2)
     log("MalleableModel", f"Best condition point: layers {best_layers}, threshold {best_threshold:.4f}, "
-        f"direction '{best_direction}', F1 {best_f1:.4f}")
+        f"comparator '{best_comparator}', F1 {best_f1:.4f}")
 
     if save_analysis:
         path = Path(file_path) if file_path is not None else Path(DEFAULT_ANALYSIS_PATH)
         summary = analysis_summary(sims, labels, layer_ids, max_combine, grid, res, exact, best_layers, best_threshold,
-                            best_direction, best_f1, mode)
+                            best_comparator, best_f1, mode)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))
         log("MalleableModel", f"Condition point analysis saved to {path}")
     if plot:
         png = Path(plot) if isinstance(plot, (str, Path)) and not isinstance(plot, bool) else \
             Path(file_path if file_path is not None else DEFAULT_ANALYSIS_PATH).with_suffix(".png")
-        plot_similarities(sims.numpy(), labels, layer_ids, best_layers, best_threshold, best_direction, png)
+        plot_similarities(sims.numpy(), labels, layer_ids, best_layers, best_threshold, best_comparator, png)
         log("MalleableModel", f"Similarity plot saved to {png}")
-    return best_layers, best_threshold, best_direction, best_f1
+    return best_layers, best_threshold, best_comparator, best_f1

@@ -19,7 +19,7 @@ def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: np.ndarray, direction: str,
+def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: np.ndarray, comparator: str,
                                      max_false_positive_rate: float) -> tuple[float, float, float]:
     """(threshold, true positive rate, false positive rate) of the operating point
     that fires on the most positives while firing on at most
@@ -33,8 +33,8 @@ def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: n
     returned is a midpoint between two observed similarities (or one unit beyond
     the extremes), like exact search; ties prefer the lower false positive rate.
     """
-    if direction not in COMPARATORS:
-        raise ValueError(f"direction must be one of {COMPARATORS}, got {direction!r}")
+    if comparator not in COMPARATORS:
+        raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
     if not (isinstance(max_false_positive_rate, (int, float)) and 0.0 <= max_false_positive_rate <= 1.0):
         raise ValueError(f"max_false_positive_rate must be in [0, 1], got {max_false_positive_rate!r}")
     pos = np.atleast_2d(np.asarray(positive_sims, dtype=np.float64).T).T
@@ -47,8 +47,8 @@ def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: n
     candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
     best = None
     for t in candidates:
-        tpr = condition_met(pos, t, direction).any(1).mean()
-        fpr = condition_met(neg, t, direction).any(1).mean()
+        tpr = condition_met(pos, t, comparator).any(1).mean()
+        fpr = condition_met(neg, t, comparator).any(1).mean()
         if fpr <= max_false_positive_rate and (best is None or (tpr, -fpr) > (best[1], -best[2])):
             best = (float(t), float(tpr), float(fpr))
     return best  # the empty operating point (fires on nothing) always qualifies
