@@ -13,6 +13,12 @@ from .similarity import COMPARATORS, condition_met
 
 def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
     """F1 of boolean predictions against boolean truth (0 when there is no true positive)."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    for name, a in (("pred", pred), ("truth", truth)):
+        if a.dtype != np.bool_:
+            raise TypeError(f"{name} must be a bool array, got dtype {a.dtype}; compare with a threshold first")
+    if pred.shape != truth.shape or pred.ndim != 1:
+        raise ValueError(f"pred and truth must be 1-D of the same length, got shapes {pred.shape} and {truth.shape}")
     tp = int(np.sum(pred & truth))
     fp = int(np.sum(pred & ~truth))
     fn = int(np.sum(~pred & truth))
@@ -42,6 +48,9 @@ def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: n
     if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1] or not len(pos) or not len(neg):
         raise ValueError("positive_sims and negative_sims must be non-empty [strings, layers] arrays with the same "
                          "number of layers")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise ValueError("positive_sims and negative_sims must be finite (a NaN similarity comes from an all-zero "
+                         "pooled activation or condition direction)")
     values = np.unique(np.concatenate([pos.ravel(), neg.ravel()]))
     # every distinct outcome of "any column meets the condition" is reached by one of these thresholds
     candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])

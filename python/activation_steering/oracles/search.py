@@ -19,6 +19,15 @@ from ..conditions.similarity import COMPARATORS, condition_met
 from ..conditions.thresholds import f1_score
 
 
+def f1_by_counting(pred, truth) -> float:
+    """F1 = 2TP / (2TP + FP + FN), counted pair by pair (0 when TP = 0): the twin of
+    conditions.thresholds.f1_score."""
+    tp = sum(1 for p, y in zip(pred, truth, strict=True) if p and y)
+    fp = sum(1 for p, y in zip(pred, truth, strict=True) if p and not y)
+    fn = sum(1 for p, y in zip(pred, truth, strict=True) if not p and y)
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
 def predict(sims: np.ndarray, combo, threshold: float, comparator: str) -> np.ndarray:
     """bool[N]: does ANY layer of `combo` (column indices) meet the condition, row by row."""
     return np.array([any(bool(condition_met(float(row[c]), threshold, comparator)) for c in combo) for row in sims],
@@ -98,6 +107,8 @@ def fpr_capped_point(pos: np.ndarray, neg: np.ndarray, comparator: str, cap: flo
                      n_grid: int = 4001) -> tuple[float, float]:
     """(tpr, -fpr) of the best operating point under the false-positive cap, over a
     fine grid of thresholds around the data (the twin of threshold_at_false_positive_rate)."""
+    pos = np.asarray(pos, dtype=np.float64).reshape(len(pos), -1)   # 1-D: one layer
+    neg = np.asarray(neg, dtype=np.float64).reshape(len(neg), -1)
     grid = np.linspace(min(pos.min(), neg.min()) - 1, max(pos.max(), neg.max()) + 1, n_grid)
     best = None
     for t in grid:
