@@ -63,7 +63,7 @@ class SteeringVector:
               accumulate_last_x_tokens: int | str = 1, hidden_layer_ids=None, batch_size: int = 32,
               save_analysis: bool = False, output_dir: str | os.PathLike = "activation_steering_figures",
               ) -> "SteeringVector":
-        """Extract a steering vector from `steering_dataset` (SPEC 3).
+        """Extract a steering vector from `steering_dataset` (docs/semantics.md, "Extraction").
 
         Args:
             model: a Hugging Face causal LM or a MalleableModel wrapping one.

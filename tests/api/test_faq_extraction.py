@@ -8,7 +8,6 @@ in a temporary working directory, against a tiny fixture model with 16 layers
   - the data: the CAST snippet uses `behavior_data` both as a list of items
     (`for item in behavior_data`) and as a dict (`behavior_data['...']`), which no
     JSON value is; its json.load returns an object that is both.
-Snippets that build a MalleableModel need the steering runtime (issue 4).
 """
 import json
 import textwrap

@@ -181,7 +181,7 @@ def test_benchmark_sized_problem_matches_vectorised_reference():
             f1 = np.where(tp == 0, 0.0, 2 * tp / np.maximum(2 * tp + fp + (P - tp), 1))
             np.testing.assert_array_equal(got["scores"][k, :, c], f1)
     flat = got["scores"].reshape(-1)
-    first = int(np.argmax(flat))  # argmax returns the first maximum: SPEC order
+    first = int(np.argmax(flat))  # argmax returns the first maximum: the documented order
     k, j, c = np.unravel_index(first, got["scores"].shape)
     assert (got["combo_index"], got["threshold_index"], got["direction"]) == (k, j, COMPARATORS[c])
 

@@ -6,7 +6,8 @@ What `accumulate_last_x_tokens` means (docs/semantics.md): for each string a spa
 string's length), every token ("all"), or the tokens of the string's own suffix
 ("suffix-only", found through the tokenizer's character offsets; a token that
 straddles the boundary counts as suffix; no suffix -> the last token, with one
-warning). This module only computes spans and batches; it never runs a model.
+warning). This module computes token ids, spans and batches; it never runs a
+model and never decides what is done with the tokens (pooled.py, conditions/search.py).
 """
 from __future__ import annotations
 

@@ -1,34 +1,27 @@
-"""find_best_condition_point (SPEC 4): where, and at which threshold, a condition fires.
+"""find_best_condition_point: where, and at which threshold, a condition fires (CAST).
 
 The job has two halves with very different costs, and each is done once:
 
 1. Similarities. Every string is formatted exactly as `respond` formats a prompt
-   (`activations.prompts.format_prompt`, tokenized as `prompts.encode` does), then the
-   strings go through the model in batches (RIGHT padding, sorted by length so
-   batches carry little padding) with a pre-hook on every layer in range that
-   pools the layer's INPUT h_in[i] over the string's real tokens ("mean") or
-   takes its last real token ("last") and computes
-   `similarity.condition_similarity` against the condition direction of that
-   layer. The forward stops after the last layer in range (no later layers, no LM
-   head, no `generate`). Right padding keeps every real token at the position it
-   has when the string runs alone, and the pooling span [start, end) covers real
-   tokens only, so batching changes nothing beyond float rounding.
-   Result: sims[n_strings, n_layers], float32.
+   (`activations.prompts.format_prompt`) and tokenized once; batches of similar
+   length are RIGHT-padded (`activations.tokens.pad_right`) and go through ONE
+   `activations.runner.TruncatedForward` that reads the decoder layer input of
+   every layer in range and stops after the last one (no later layers, no LM
+   head, no `generate`). Each string's real tokens are pooled ("mean") or its last
+   real token taken ("last") and compared with the condition direction by
+   `similarity.condition_similarity`. Right padding keeps every real token where
+   it is when the string runs alone, so batching changes nothing beyond float
+   rounding. Result: sims[n_strings, n_layers], float32.
 
-2. Search, in the C core (`_core.condsearch_grid` / `_core.condsearch_exact`):
-   every combination of 1..max_layers_to_combine layers (itertools.combinations
-   order), every threshold of `numpy.arange(lo, hi, step)`, "larger" then
-   "smaller"; a string is predicted positive if ANY layer of the combination meets
-   the condition ("larger": sim < t, "smaller": sim > t); F1 with the positive
-   strings as the positive class (0 when there is no true positive). The FIRST
-   best candidate in that order wins and its grid value is returned unrounded.
-   `exact=True` searches every real threshold instead (sort and sweep; the
-   threshold returned is a midpoint between two observed values).
+2. Search, in the C core (`_core.condsearch_grid` / `_core.condsearch_exact`), in
+   the documented candidate order (docs/semantics.md, "Condition search").
 
-The model is never steered by the search: if it has `reset_leash_to_default`
-(a MalleableModel), that is called first, like the reference does, so that any
-steering installed before cannot leak into the similarities and none is left
-installed afterwards.
+The model is never steered by the search: a MalleableModel's steering is removed
+first (`reset_leash_to_default`), so none can leak into the similarities and none
+is left installed afterwards. Every argument is checked before the model runs.
+
+Not here: the analysis JSON and plot (report.py), F1 and FPR-capped thresholds
+(thresholds.py), the comparator definitions (similarity.py).
 """
 from __future__ import annotations
 
@@ -270,7 +263,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
                               batch_size: int = 32, plot: bool | str = False, tokenizer=None,
                               use_chat_template: bool = True, show_progress: bool | None = None,
                               ) -> tuple[list[int], float, str, float]:
-    """Best (layers, threshold, direction, f1) for a condition vector (SPEC 4).
+    """Best (layers, threshold, direction, f1) for a condition vector (docs/semantics.md).
 
     model: a MalleableModel (its tokenizer is used; its steering is reset first)
         or a plain HF causal LM together with `tokenizer=`.

@@ -11,7 +11,7 @@ Pipeline (every step uses the public API, exactly as a user would):
   2. condition vector: harmful vs harmless TRAIN prompts, pca_pairwise, all tokens;
   3. find_best_condition_point on the TRAIN prompts, over the layers up to the
      first behaviour layer (a condition read later than that would leave the
-     earlier behaviour layers unsteered on the prompt pass, SPEC 4);
+     earlier behaviour layers unsteered on the prompt pass, docs/semantics.md);
   4. held-out TEST prompts under four settings — base, steered, conditionally
      steered at the F1-optimal condition point (CAST), and at a stricter
      threshold chosen on TRAIN prompts to fire on at most 5% of harmless ones
@@ -22,6 +22,9 @@ Pipeline (every step uses the public API, exactly as a user would):
 
 Layers and strength come from the sweep recorded in data/DATA_CARD.md (run on
 training prompts only; `benchmarks/sweep_demo_settings.py` reproduces it).
+
+Not here: a benchmark of CAST in general (one small model, one judge, one data
+set), or any model download - everything runs offline on the embedded model.
 """
 from __future__ import annotations
 
