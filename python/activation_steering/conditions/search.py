@@ -134,7 +134,7 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def _condition_directions(condition_vector, layer_ids: list[int], hidden_size: int | None) -> dict[int, torch.Tensor]:
+def _condition_directions(condition_vector, layer_ids: list[int], width: int) -> dict[int, torch.Tensor]:
     """{layer: float32 direction on the CPU}, checked: present, 1-D, right size, finite, non-zero."""
     directions = getattr(condition_vector, "directions", None)
     if not hasattr(directions, "get"):
@@ -149,8 +149,8 @@ def _condition_directions(condition_vector, layer_ids: list[int], hidden_size: i
     for i in layer_ids:
         d = directions[i]
         t = d.detach().to("cpu", torch.float32) if isinstance(d, torch.Tensor) else torch.as_tensor(np.asarray(d, dtype=np.float32))
-        if t.ndim != 1 or (hidden_size is not None and t.shape[0] != hidden_size):
-            raise ValueError(f"condition_vector.directions[{i}] has shape {tuple(t.shape)}, expected ({hidden_size},)")
+        if t.ndim != 1 or t.shape[0] != width:
+            raise ValueError(f"condition_vector.directions[{i}] has shape {tuple(t.shape)}, expected ({width},)")
         if not torch.isfinite(t).all():
             raise ValueError(f"condition_vector.directions[{i}] contains NaN or Inf")
         if not (t != 0).any():

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..activations.runner import cache_keyword
+from ..activations.runner import CACHE_ARGUMENTS, cache_keyword
 
 # generate() options this loop implements; any other non-default option means "use generate"
 _HANDLED = {"max_new_tokens", "repetition_penalty", "pad_token_id", "eos_token_id", "bos_token_id", "do_sample",
@@ -92,7 +92,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     seen = None
     params = inspect.signature(model.forward).parameters
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # as generate() asks when supported
-    cache_arg = cache_keyword(params) or "past_key_values"
+    cache_arg = cache_keyword(params) or CACHE_ARGUMENTS[-1]
     step_ids, step_pos = input_ids, position
     for step in range(plan.max_new_tokens):
         out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
