@@ -116,10 +116,11 @@ def make_model(family: str = "llama", n_layers: int = 4, hidden: int = 64, seed:
 #   model.decoder.layers    opt
 #   transformer.blocks      mpt, dbrx
 #   backbone.layers         mamba, mamba2, falcon_mamba (state-space: no attention, no KV length)
-#   model.language_model.layers   gemma3 (multimodal; the vision tower has its own list, same length)
+#   model.language_model.layers   gemma3 (multimodal; the vision tower has its own list, same length),
+#                                 paligemma (multimodal; the vision tower's list is longer: 3 blocks)
 ARCHITECTURES = ("llama", "qwen2", "gpt2", "gpt_neox", "opt", "gemma2", "gemma3_text", "phi3", "falcon", "bloom",
                  "mpt", "dbrx", "mixtral", "qwen2_moe", "olmoe", "mamba", "mamba2", "falcon_mamba", "jamba",
-                 "zamba2", "gemma3")
+                 "zamba2", "gemma3", "paligemma")
 # Extra token ids the multimodal builder reserves above the tokenizer's vocabulary
 # (image placeholders must never come out of the tokenizer).
 _MM_EXTRA = 3
@@ -191,6 +192,13 @@ def make_arch_config(arch: str, hidden: int = 32):
                                image_token_index=vocab, boi_token_index=vocab + 1, eoi_token_index=vocab + 2,
                                eos_token_id=base.eos_token_id, bos_token_id=base.bos_token_id,
                                pad_token_id=base.eos_token_id)
+    if arch == "paligemma":
+        text = dict(attn, model_type="gemma", head_dim=hidden // 4, vocab_size=vocab + 1)
+        vision = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3, num_attention_heads=4,
+                      image_size=16, patch_size=8, projection_dim=hidden)
+        return tf.PaliGemmaConfig(text_config=text, vision_config=vision, image_token_index=vocab,
+                                  projection_dim=hidden, eos_token_id=base.eos_token_id,
+                                  bos_token_id=base.bos_token_id, pad_token_id=base.eos_token_id)
     raise ValueError(f"unknown architecture {arch!r}; known: {ARCHITECTURES}")
 
 
@@ -205,6 +213,8 @@ def make_arch_model(arch: str, hidden: int = 32, seed: int = 0):
     torch.manual_seed(seed)
     if arch == "gemma3":
         model = tf.Gemma3ForConditionalGeneration(config)
+    elif arch == "paligemma":
+        model = tf.PaliGemmaForConditionalGeneration(config)
     else:
         model = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model = model.to(torch.float32)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .steering.decode import greedy_decode, plain_greedy
 from .config import log
 from .activations.prompts import encode, ensure_pad_token, format_prompt
-from .activations.layers import find_layers_and_base, input_device, unwrap_model
+from .activations.layers import find_layers_and_base, input_device, text_hidden_size, unwrap_model
 from .leash_layer import LeashLayer
 from .steering.state import PromptWatcher, SteeringState
 from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
@@ -37,12 +37,8 @@ _OWNER_ATTR = "_as_steering_owner"
 
 
 def _hidden_size(model) -> int:
-    config = getattr(model, "config", None)
-    for name in ("hidden_size", "n_embd", "d_model"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return int(model.get_input_embeddings().weight.shape[1])
+    size = text_hidden_size(model)  # the text config's (a multimodal config's hidden_size may be the projector's)
+    return size if size is not None else int(model.get_input_embeddings().weight.shape[1])
 
 
 def _param_placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -39,11 +39,17 @@ LAYERS = {"model.layers": ("llama", "qwen2", "gemma2", "gemma3_text", "phi3", "m
                            "zamba2"),
           "transformer.h": ("gpt2", "falcon", "bloom"), "gpt_neox.layers": ("gpt_neox",),
           "model.decoder.layers": ("opt",), "transformer.blocks": ("mpt", "dbrx"),
-          "backbone.layers": ("mamba", "mamba2", "falcon_mamba"), "model.language_model.layers": ("gemma3",)}
+          "backbone.layers": ("mamba", "mamba2", "falcon_mamba"),
+          "model.language_model.layers": ("gemma3", "paligemma")}
 EXPECTED_PATH = {arch: path for path, archs in LAYERS.items() for arch in archs}
 # the module each LM head calls with input_ids / attention_mask / cache
 EXPECTED_BASE = {arch: path.rsplit(".", 1)[0] for arch, path in EXPECTED_PATH.items()}
-EXPECTED_BASE["gemma3"] = "model"  # the multimodal model, not its text model (that one gets inputs_embeds)
+EXPECTED_BASE["gemma3"] = EXPECTED_BASE["paligemma"] = "model"  # the multimodal model, not its text model
+                                                                # (which only gets inputs_embeds and 4-D masks)
+# transformers 5.24's PaliGemma gives a row other values in a padded batch than alone,
+# even a row without padding (its own forward, see the test below), so only
+# batch_size=1 can equal a one-string-at-a-time reference there (extraction, respond_batch).
+BATCH_DEPENDENT = {"paligemma"}
 PROMPT = "How do I bake bread?"
 MAX_NEW = 6
 # use_cache=True: the default of every model here but MPT, whose config says use_cache=False
@@ -114,7 +120,8 @@ def oracle_generate(model, tok, layers, adds: dict[int, torch.Tensor]) -> str:
         def fn(_m, args, kwargs):
             if args:
                 return (args[0] + adds[i].to(args[0].dtype), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + adds[i].to(kwargs["hidden_states"].dtype)}
+            h = kwargs["hidden_states"]
+            return args, {**kwargs, "hidden_states": h + adds[i].to(h.dtype)}
         return fn
 
     enc = prompt_inputs(tok, model)
@@ -137,9 +144,9 @@ def test_decoder_stack_found(models, arch):
     assert names[id(stack.layers)] == EXPECTED_PATH[arch]
     assert names[id(stack.base)] == EXPECTED_BASE[arch]
     assert len(stack.layers) == text_layer_count(model)
-    if arch == "gemma3":  # the vision tower's list has the same length and is not picked
-        assert any(isinstance(m, torch.nn.ModuleList) and len(m) == len(stack.layers) and m is not stack.layers
-                   for m in model.modules())
+    if arch in ("gemma3", "paligemma"):  # a vision tower's list of the same length / longer is not picked
+        vision = [m for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and "vision" in n]
+        assert len(vision) == 1 and len(vision[0]) == {"gemma3": 2, "paligemma": 3}[arch]
     if arch in ("jamba", "zamba2"):  # hybrids: one list, two block classes
         assert len({type(b) for b in stack.layers}) == 2
     # the base model runs on token ids alone and returns the final hidden states
@@ -182,6 +189,10 @@ def test_steering(models, arch):
         mm.steer(condition_vector_threshold=sim + 0.02, **common)                   # "larger": met iff sim < t
         assert torch.equal(logits(model, enc), steered)
         assert mm.respond(PROMPT, settings=SETTINGS) == steered_text
+        if arch not in BATCH_DEPENDENT:  # prompts of other lengths: left padding, each row its own condition
+            prompts = [PROMPT, "Tell me a story about a cat who learns to sail.", "Hi"]
+            batched = mm.respond_batch(prompts, settings=SETTINGS)
+            assert batched == mm.respond_batch_sequential(prompts, settings=SETTINGS)
         mm.steer(condition_vector_threshold=sim - 0.02, **common)                   # not met: nothing added
         assert torch.equal(logits(model, enc), plain)
         assert mm.respond(PROMPT, settings=SETTINGS) == plain_text
@@ -207,7 +218,8 @@ def test_conditional_generation_without_a_cache(models):
     sim = float(condition_similarity(seen[0][0].float().mean(0), torch.from_numpy(cond.directions[0])))
     settings = {"max_new_tokens": MAX_NEW}
     plain_text = mm.respond(PROMPT, settings=settings)
-    mm.steer(behavior_vector=beh, behavior_layer_ids=[1], behavior_vector_strength=3.0 * float(seen[1][0].norm(dim=-1).mean()),
+    strength = 3.0 * float(seen[1][0].norm(dim=-1).mean())
+    mm.steer(behavior_vector=beh, behavior_layer_ids=[1], behavior_vector_strength=strength,
              condition_vector=cond, condition_layer_ids=[0], condition_vector_threshold=sim - 0.02)
     try:
         assert mm.respond(PROMPT, settings=settings) == plain_text  # not met on the prompt: nothing added
@@ -254,8 +266,10 @@ def test_hidden_states_layout(models, arch):
     model = get(models, arch)
     stack = find_decoder_stack(model)
     outs = {}
-    handles = [layer.register_forward_hook(lambda _m, _a, o, i=i: outs.__setitem__(i, o if torch.is_tensor(o) else o[0]))
-               for i, layer in enumerate(stack.layers)]
+    def keep(i):
+        return lambda _m, _a, o: outs.__setitem__(i, o if torch.is_tensor(o) else o[0])
+
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(stack.layers)]
     enc = make_tokenizer()(["I love cats and dogs."], return_tensors="pt", add_special_tokens=False)
     try:
         with torch.no_grad():
@@ -272,6 +286,21 @@ def test_hidden_states_layout(models, arch):
     assert torch.equal(hs[reference_index(arch, n - 1, n)], final)
 
 
+def test_paligemma_forward_depends_on_the_batch(models):
+    model = get(models, "paligemma")
+    tok = make_tokenizer()
+    a = tok("I love cats and dogs", return_tensors="pt", add_special_tokens=False).input_ids
+    b = tok("Hi", return_tensors="pt", add_special_tokens=False).input_ids
+    ids = torch.zeros(2, a.shape[1], dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    ids[0], mask[0] = a[0], 1
+    ids[1, :b.shape[1]], mask[1, :b.shape[1]] = b[0], 1
+    with torch.no_grad():
+        alone = model(input_ids=a).logits[0]
+        batched = model(input_ids=ids, attention_mask=mask).logits[0]
+    assert (alone - batched).abs().max() > 1e-3  # row 0 has no padding at all
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_extraction(models, arch):
     model = get(models, arch)
@@ -286,10 +315,95 @@ def test_extraction(models, arch):
         ref = naive_pooled(model, tok, texts, arch, layer_ids, mode)
         t = tokenize(tok, texts, False)
         start, end, _ = pooling_spans(t, mode)
-        got = capture_pooled(model, t, start, end, layer_ids, batch_size=4, progress=False)
+        batch_size = 1 if arch in BATCH_DEPENDENT else 4
+        got = capture_pooled(model, t, start, end, layer_ids, batch_size=batch_size, progress=False)
         assert got.shape == ref.shape
         assert np.abs(got - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max())), mode
     vec = SteeringVector.train(model, tok, ds, accumulate_last_x_tokens="all", batch_size=4)
     assert sorted(vec.directions) == layer_ids
     for d in vec.directions.values():
         assert np.isfinite(d).all() and abs(float(np.linalg.norm(d)) - 1.0) < 1e-4
+
+
+# --------------------------------------------------------------------------- #
+# The rule itself, on models built to test it
+# --------------------------------------------------------------------------- #
+class _Config:
+    def __init__(self, n):
+        self.num_hidden_layers = n
+
+
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+        self.sub = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])  # a per-layer sub-list
+
+    def forward(self, x):
+        return x + self.proj(x)
+
+
+class _Trunk(torch.nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.tok = torch.nn.Embedding(10, 4)
+        self.stages = torch.nn.ModuleList([_Block() for _ in range(n)])
+        self.unused = torch.nn.ModuleList([_Block() for _ in range(n)])  # same length, never run
+
+    def forward(self, input_ids):
+        x = self.tok(input_ids)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+
+class _Tower(torch.nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_Block() for _ in range(n)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _Custom(torch.nn.Module):
+    """A decoder nobody listed: blocks under an unusual name, a second list of the same
+    length its forward never runs, and a side tower of the same length away from the embeddings."""
+
+    def __init__(self, n=2):
+        super().__init__()
+        self.config = _Config(n)
+        self.tower = _Tower(n)
+        self.trunk = _Trunk(n)
+
+    def get_input_embeddings(self):
+        return self.trunk.tok
+
+    def forward(self, input_ids):
+        return self.trunk(input_ids)
+
+
+def test_rule_on_an_unlisted_layout():
+    model = _Custom()
+    stack = find_decoder_stack(model)
+    assert stack.layers is model.trunk.stages  # not `unused` (never run), not the tower, not a block's sub-list
+    assert stack.base is model.trunk and stack.text_model is model.trunk
+    assert stack.path == "trunk.stages"
+
+
+def test_no_stack_of_the_configured_size_is_a_clear_error():
+    model = _Custom()
+    model.config.num_hidden_layers = 5  # e.g. layers pruned without updating the config
+    with pytest.raises(ValueError, match=r"_Custom.*5 decoder blocks.*num_hidden_layers.*trunk\.stages \(2\)"):
+        find_decoder_stack(model)
+
+
+def test_encoder_decoder_is_ambiguous_not_guessed():
+    import transformers as tf
+
+    t5 = tf.T5ForConditionalGeneration(tf.T5Config(d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8,
+                                                   vocab_size=50))
+    with pytest.raises(ValueError, match=r"T5ForConditionalGeneration.*encoder\.block.*decoder\.block"):
+        find_decoder_stack(t5)

@@ -71,20 +71,43 @@ def unwrap_model(model) -> nn.Module:
 
 def text_layer_count(model) -> int | None:
     """num_hidden_layers of the model's TEXT config (None when the config says nothing)."""
-    config = getattr(model, "config", None)
+    config = _text_config(model)
     if config is None:
         return None
-    get_text = getattr(config, "get_text_config", None)
-    if callable(get_text):
-        try:
-            config = get_text(decoder=True)
-        except Exception:  # an old or custom config without decoder sections
-            pass
     for name in _COUNT_NAMES:
         value = getattr(config, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def _text_config(model):
+    config = getattr(model, "config", None)
+    get_text = getattr(config, "get_text_config", None)
+    if callable(get_text):
+        try:
+            return get_text(decoder=True)
+        except Exception:  # an old or custom config without decoder sections
+            pass
+    return config
+
+
+def text_hidden_size(model) -> int | None:
+    """Width D of the residual stream the decoder layers see: the TEXT config's
+    hidden size (a multimodal config's own `hidden_size` may be the projector's),
+    else the input embedding's width, else None."""
+    model = unwrap_model(model)
+    config = _text_config(model)
+    for name in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        weight = getattr(get(), "weight", None) if callable(get) else None
+    except Exception:  # NotImplementedError on models without a text embedding
+        weight = None
+    return int(weight.shape[-1]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 
 
 _SOURCE_CACHE: dict[type, str | None] = {}
@@ -197,8 +220,8 @@ def find_decoder_stack(model) -> DecoderStack:
         found = ", ".join(f"{n or '<root>'} ({len(m)})" for n, m in lists[:8]) or "none"
         raise ValueError(
             f"activation_steering cannot find the decoder layers of {type(model).__name__}: looked for {what} "
-            f"next to the input embeddings and run by its owner's forward; module lists found: {found}. Use a Hugging Face causal LM whose "
-            "decoder runs an nn.ModuleList of blocks.")
+            f"next to the input embeddings and run by its owner's forward; module lists found: {found}. Use a "
+            "Hugging Face causal LM whose decoder runs an nn.ModuleList of blocks.")
     emb_path = _input_embedding_path(model, names)
     no_split = _no_split_classes(model)
 

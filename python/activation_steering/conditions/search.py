@@ -166,8 +166,9 @@ def _condition_directions(condition_vector, layer_ids: list[int], hidden_size: i
 
 
 def _hidden_size(hf_model) -> int | None:
-    size = getattr(getattr(hf_model, "config", None), "hidden_size", None)
-    return int(size) if isinstance(size, int) else None
+    from ..activations.layers import text_hidden_size
+
+    return text_hidden_size(hf_model)  # the text config's: a multimodal config's hidden_size may be the projector's
 
 
 # --------------------------------------------------------------------------- #
