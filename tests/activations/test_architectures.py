@@ -393,6 +393,21 @@ def test_rule_on_an_unlisted_layout():
     assert stack.path == "trunk.stages"
 
 
+def test_rule_when_forward_hands_the_loop_to_a_helper():
+    class Trunk(_Trunk):
+        def forward(self, input_ids):
+            return self._run(self.tok(input_ids))
+
+        def _run(self, x):
+            for stage in self.stages:
+                x = stage(x)
+            return x
+
+    model = _Custom()
+    model.trunk = Trunk(2)
+    assert find_decoder_stack(model).layers is model.trunk.stages
+
+
 def test_no_stack_of_the_configured_size_is_a_clear_error():
     model = _Custom()
     model.config.num_hidden_layers = 5  # e.g. layers pruned without updating the config

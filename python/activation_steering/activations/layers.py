@@ -5,16 +5,17 @@ so the first job is to find them. There is no table of layouts: the rule is
 
     the text decoder's own stack is the nn.ModuleList that
       1. has as many blocks as the TEXT config says (`config.get_text_config()`
-         .num_hidden_layers, i.e. `text_config` of a multimodal wrapper), and is
-         not nested inside another such list's blocks (per-layer sub-lists);
-      2. sits closest to the input token embeddings (the lowest common ancestor
-         of the list and `get_input_embeddings()` is deepest): a vision or audio
-         tower's list, even of the same length, lives beside the text model, not
-         inside it;
-      3. is iterated by the forward of the module that owns it (`self.<name>`
-         appears in that forward's source), its blocks are of a class the model
-         declares as a decoder block (`_no_split_modules`), and it is the
-         shallowest such list - in this order, as tie-breakers.
+         .num_hidden_layers, i.e. `text_config` of a multimodal wrapper), is not
+         nested inside another such list's blocks (per-layer sub-lists), and is
+         run by the forward of the module that owns it (`self.<name>` appears in
+         that forward's source; when no source is available this test abstains);
+      2. among those, sits closest to the input token embeddings (the lowest
+         common ancestor of the list and `get_input_embeddings()` is deepest): a
+         vision or audio tower's list, even of the same length, lives beside the
+         text model, not inside it;
+      3. then, as tie-breakers in this order: its owner's forward is known to run
+         it, its blocks are of classes the model declares as blocks
+         (`_no_split_modules`), and it is the shallowest.
     Hybrids whose list mixes block classes (Jamba: Mamba and attention blocks;
     Zamba2: Mamba and hybrid blocks) are found like any other: the rule never
     looks at the block class beyond the tie-breaker. A model with no such list,
@@ -28,6 +29,11 @@ the layers' owner that the model's forward calls (`self.model(`,
 Hugging Face's `model.base_model`, else the layers' owner. Steering pre-hooks it
 to see each prompt's 2-D attention mask; a multimodal wrapper's inner text model
 only gets `inputs_embeds` and a dict of 4-D masks, so it is not the base there.
+
+Also here, because they answer "where does the text decoder run": the residual
+width from the TEXT config (`text_hidden_size`), and the device input ids must be
+put on (`input_device`: under accelerate offload the embedding's weight is on
+'meta' and its hook's execution device is the answer).
 
 Not here: what the hooks do (steering/, activations/runner.py); this module only
 finds modules and normalises layer ids.
@@ -110,25 +116,49 @@ def text_hidden_size(model) -> int | None:
     return int(weight.shape[-1]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 
 
-_SOURCE_CACHE: dict[type, str | None] = {}
+_SOURCE_CACHE: dict[tuple[type, str], str | None] = {}
 
 
 def _forward_source(module: nn.Module) -> str | None:
-    cls = type(module)
-    if cls not in _SOURCE_CACHE:
+    """Source of type(module).forward (None when unavailable)."""
+    return _class_source(type(module), "forward")
+
+
+def _class_source(cls: type, which: str) -> str | None:
+    """which="forward": the source of cls.forward; which="methods": the source of
+    the methods the module's own class defines, but __init__ (a forward may hand
+    its loop to a helper method). None when no source is available."""
+    key = (cls, which)
+    if key not in _SOURCE_CACHE:
         try:
-            _SOURCE_CACHE[cls] = inspect.getsource(cls.forward)
-        except (OSError, TypeError):  # no source (compiled, interactive): this tie-breaker abstains
-            _SOURCE_CACHE[cls] = None
-    return _SOURCE_CACHE[cls]
+            if which == "forward":
+                _SOURCE_CACHE[key] = inspect.getsource(cls.forward)
+            else:
+                parts = []
+                for name, f in vars(cls).items():
+                    f = getattr(f, "__func__", f)  # staticmethod / classmethod
+                    if name != "__init__" and inspect.isfunction(f):
+                        try:
+                            parts.append(inspect.getsource(f))
+                        except (OSError, TypeError):
+                            pass
+                _SOURCE_CACHE[key] = "\n".join(parts)
+        except (OSError, TypeError):  # no source (compiled, interactive): this test abstains
+            _SOURCE_CACHE[key] = None
+    return _SOURCE_CACHE[key]
 
 
 def _iterated_by_owner(owner: nn.Module, attr: str) -> bool | None:
-    """Does `owner.forward` refer to self.<attr>? None when its source is unavailable."""
+    """Does the owner's forward (or another method of its own class but __init__)
+    refer to self.<attr>? None when no source is available."""
+    pattern = rf"\bself\.{re.escape(attr)}\b"
     src = _forward_source(owner)
     if src is None:
         return None
-    return re.search(rf"\bself\.{re.escape(attr)}\b", src) is not None
+    if re.search(pattern, src):
+        return True
+    methods = _class_source(type(owner), "methods")
+    return methods is not None and re.search(pattern, methods) is not None
 
 
 def _common_depth(a: str, b: str) -> int:
