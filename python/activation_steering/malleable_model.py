@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .steering.decode import greedy_decode, plain_greedy
 from .config import log
 from .activations.prompts import encode, ensure_pad_token, format_prompt
-from .activations.layers import find_layers_and_base, hidden_size, unwrap_model
+from .activations.layers import find_layers_and_base, hidden_size, input_device, unwrap_model
 from .leash_layer import LeashLayer
 from .steering.state import PromptWatcher, SteeringState
 from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
@@ -37,9 +37,15 @@ _OWNER_ATTR = "_as_steering_owner"
 
 
 def _param_placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """A first guess of where a layer runs; each LeashLayer re-places itself on the
+    device/dtype of the hidden state it actually sees. Parameters that accelerate
+    offloads live on 'meta' (loaded at run time): their dtype counts, not their device."""
+    dtype = None
     for p in module.parameters():
-        return p.device, p.dtype
-    return torch.device("cpu"), torch.float32
+        if p.device.type != "meta":
+            return p.device, p.dtype
+        dtype = dtype or p.dtype
+    return input_device(module) if hasattr(module, "_hf_hook") else torch.device("cpu"), dtype or torch.float32
 
 
 @contextlib.contextmanager
@@ -250,7 +256,7 @@ class MalleableModel:
     # generation
     # ------------------------------------------------------------------ #
     def _input_device(self) -> torch.device:
-        return self._as_wrapped_model.get_input_embeddings().weight.device
+        return input_device(self._as_wrapped_model)  # accelerate-offloaded embeddings live on 'meta'
 
     def _generation_settings(self, settings: dict | None) -> dict:
         """SPEC 4 defaults (greedy, 50 new tokens, repetition penalty 1.1, pad = eos), updated by `settings`."""

@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from .layers import find_layers_and_base, unwrap_model
+from .layers import find_layers_and_base, input_device, unwrap_model  # noqa: F401  (input_device: re-exported)
 
 OnHidden = Callable[[int, torch.Tensor], None]
 
@@ -63,15 +63,6 @@ def hidden_from_args(args: tuple, kwargs: dict) -> torch.Tensor:
 def hidden_from_output(output) -> torch.Tensor:
     """The hidden state a decoder layer returned (a tensor or the first item of a tuple)."""
     return output if isinstance(output, torch.Tensor) else output[0]
-
-
-def input_device(model) -> torch.device:
-    """Where input ids must live: the input embedding's device."""
-    inner = unwrap_model(model)
-    emb = inner.get_input_embeddings() if hasattr(inner, "get_input_embeddings") else None
-    if emb is not None and hasattr(emb, "weight"):
-        return emb.weight.device
-    return next(inner.parameters()).device
 
 
 # --------------------------------------------------------------------------- #

@@ -38,12 +38,22 @@ class SteeringState:
 
 
 def _cache_length(cache) -> int:
-    """Tokens already in a KV cache (0 for None / empty). Shape-based: no device sync."""
+    """Tokens already in a KV cache (0 for None / empty). Shape-based: no device sync.
+
+    A cache of state-space layers only (Mamba, Mamba2, FalconMamba) has no sequence
+    length (its get_seq_length raises): there the result is 1 once a pass has left
+    a state in it (`has_previous_state()`), else 0 - "empty or not", not a length."""
     if cache is None:
         return 0
     get = getattr(cache, "get_seq_length", None)
     if get is not None:
-        return int(get())
+        try:
+            return int(get())
+        except ValueError:
+            has_state = getattr(cache, "has_previous_state", None)
+            if not callable(has_state):
+                raise
+            return int(bool(has_state()))
     if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
         return int(cache[0][0].shape[-2])  # legacy tuple-of-tuples cache
     return 0
