@@ -222,3 +222,18 @@ def make_arch_model(arch: str, hidden: int = 32, seed: int = 0):
         emb = model.get_input_embeddings().weight
         emb.mul_(1.0 / emb.std().clamp_min(1e-6))
     return model.eval()
+
+
+def unit_vectors(seed: int, n_layers: int = 4, dim: int = 64):
+    """A seeded SteeringVector of random unit directions for layers 0..n_layers-1."""
+    import numpy as np
+
+    from activation_steering import SteeringVector
+
+    rng = np.random.default_rng(seed)
+    dirs = {}
+    for i in range(n_layers):
+        x = rng.standard_normal(dim).astype(np.float32)
+        dirs[i] = (x / np.linalg.norm(x)).astype(np.float32)
+    evr = {i: float(0.3 + 0.1 * i) for i in range(n_layers)}
+    return SteeringVector(model_type="llama", directions=dirs, explained_variances=evr)

@@ -17,7 +17,7 @@ from activation_steering import MalleableModel, SteeringVector
 from activation_steering.activations.prompts import format_prompt
 from activation_steering.activations.layers import find_layers_and_base
 from activation_steering.conditions.similarity import condition_met, condition_similarity
-from tiny_models import fresh_tokenizer, make_model
+from tiny_models import fresh_tokenizer, make_model, unit_vectors
 
 MAX_NEW = 14
 SETTINGS = {"max_new_tokens": MAX_NEW}
@@ -38,16 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def unit_vectors(seed: int, n_layers: int = 4, dim: int = D) -> SteeringVector:
-    rng = np.random.default_rng(seed)
-    dirs = {}
-    for i in range(n_layers):
-        x = rng.standard_normal(dim).astype(np.float32)
-        dirs[i] = (x / np.linalg.norm(x)).astype(np.float32)
-    evr = {i: float(0.3 + 0.1 * i) for i in range(n_layers)}
-    return SteeringVector(model_type="llama", directions=dirs, explained_variances=evr)
 
 
 # --------------------------------------------------------------------------- #

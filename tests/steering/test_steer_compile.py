@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache
 
 from activation_steering import MalleableModel
-from test_malleable_model import unit_vectors
+from tiny_models import unit_vectors
 from tiny_models import FAMILIES, fresh_tokenizer, make_model
 
 STEER = dict(behavior_vector=unit_vectors(1), behavior_layer_ids=[1, 2], behavior_vector_strength=3.0,
