@@ -59,6 +59,17 @@ def test_left_right_and_piecewise_padding_agree():
             piece = x[lo:hi]
             s.add(2, piece[None], positions=torch.arange(lo, lo + piece.shape[0])[None])
     results.append(s.medians()[2])
+    # a shared 2-token prefix run once for two strings (row_counts=2), then their own tokens
+    twin = [rows[2][:2].clone()] * 2
+    tails = [torch.randn(3, 8), torch.randn(6, 8)]
+    shared = ResidualNormStats()
+    shared.add(5, twin[0][None], positions=torch.arange(2)[None], row_counts=[2])
+    for tail in tails:
+        shared.add(5, tail[None], positions=torch.arange(2, 2 + tail.shape[0])[None])
+    whole = ResidualNormStats()
+    for tail in tails:
+        whole.add(5, torch.cat([twin[0], tail])[None])
+    assert shared.summaries()[5] == whole.summaries()[5]
     flat = torch.cat(rows)
     pos = np.concatenate([np.arange(n) for n in lengths])
     expected = np.median(apply_sink_rule(flat.norm(dim=-1).double().numpy(), pos))
@@ -101,6 +112,8 @@ def test_bad_arguments():
         s.add(0, torch.zeros(3, 4))
     with pytest.raises(ValueError, match="does not match"):
         s.add(0, torch.zeros(1, 3, 4), attention_mask=torch.ones(1, 2))
+    with pytest.raises(ValueError, match="row_counts"):
+        s.add(0, torch.zeros(2, 3, 4), row_counts=[1])
     with pytest.raises(ValueError, match="outlier_factor"):
         ResidualNormStats(outlier_factor=1.0)
     one_token = ResidualNormStats()

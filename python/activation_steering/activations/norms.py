@@ -124,12 +124,14 @@ class ResidualNormStats:
         self._pos: dict[int, list[np.ndarray]] = {}
 
     def add(self, layer: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
-            positions: torch.Tensor | None = None) -> None:
+            positions: torch.Tensor | None = None, row_counts=None) -> None:
         """Record the real tokens of `hidden` [B, T, D] (the input of decoder layer `layer`).
 
         Give `positions` [B, T] (index within the string, -1 = not a real token) or an
         `attention_mask` [B, T] to derive them; with neither, every token is real and
-        each row starts at position 0."""
+        each row starts at position 0. `row_counts` [B] (default all 1): how many strings
+        each row stands for; a prefix that a capture pass ran once for k strings counts k
+        times, so the statistic equals the one-string-at-a-time one."""
         if hidden.dim() != 3:
             raise ValueError(f"hidden must be [batch, tokens, hidden], got shape {tuple(hidden.shape)}")
         if positions is None:
@@ -141,9 +143,17 @@ class ResidualNormStats:
                              f"hidden {tuple(hidden.shape[:2])}")
         positions = positions.to(hidden.device)
         real = positions >= 0
-        norms = token_norms(hidden)[real]
-        self._norms.setdefault(int(layer), []).append(norms.cpu().numpy())
-        self._pos.setdefault(int(layer), []).append(positions[real].cpu().numpy())
+        norms = token_norms(hidden)[real].cpu().numpy()
+        pos = positions[real].cpu().numpy()
+        if row_counts is not None:
+            counts = np.asarray(row_counts.cpu() if isinstance(row_counts, torch.Tensor) else row_counts,
+                                dtype=np.int64)
+            if counts.shape != (hidden.shape[0],) or np.any(counts < 0):
+                raise ValueError(f"row_counts must be {hidden.shape[0]} non-negative ints, got shape {counts.shape}")
+            per_token = np.broadcast_to(counts[:, None], tuple(positions.shape))[real.cpu().numpy()]
+            norms, pos = np.repeat(norms, per_token), np.repeat(pos, per_token)
+        self._norms.setdefault(int(layer), []).append(norms)
+        self._pos.setdefault(int(layer), []).append(pos)
 
     @property
     def layers(self) -> list[int]:
