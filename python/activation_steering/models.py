@@ -175,9 +175,16 @@ def _convert(entry: EmbeddedModel, cached: Path) -> None:
     model.config.name_or_path = entry.model_id
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    # Atomic: a crash never leaves a half-written cache. An existing cache (a refresh, or
+    # another process that converted at the same time) is first renamed aside, then
+    # replaced by one rename, then deleted: readers see the old folder or the new one.
+    old = None
     if cached.exists():
-        shutil.rmtree(cached)
-    os.replace(tmp, cached)  # atomic: a crash never leaves a half-written cache
+        old = cached.with_name(cached.name + f".old-{os.getpid()}")
+        os.replace(cached, old)
+    os.replace(tmp, cached)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_default_model(name: str | None = None, dtype=None, refresh_cache: bool = False, verbose: bool = False):
