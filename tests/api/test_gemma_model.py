@@ -202,3 +202,27 @@ def test_float16_is_refused_with_the_reason(gemma):
     with torch.no_grad():
         logits = fp16(**tok(PROMPTS[:1], return_tensors="pt")).logits
     assert not torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("mode", [1, "all"])
+def test_pooled_capture_equals_plain_hidden_states(gemma, mode):
+    """The truncated, hooked capture pass reads exactly Hugging Face's hidden_states[i + 1] on
+    Gemma 3 too (sandwich norms, scaled embeddings, the last layer's output after the final
+    norm), whether or not it shares prefixes (Gemma's sliding-window cache may block that)."""
+    import numpy as np
+
+    from activation_steering.activations.pooled import capture_pooled
+    from activation_steering.activations.tokens import pooling_spans, tokenize
+
+    model, tok = gemma
+    texts = [s for p in PAIRS[:3] for s in p]
+    layers = [0, 5, 11, 17]
+    toks = tokenize(tok, texts, add_special_tokens=True)
+    start, end, _ = pooling_spans(toks, mode)
+    fast = capture_pooled(model, toks, start, end, layers, batch_size=4, progress=False)
+    with torch.no_grad():
+        for s, text in enumerate(texts):
+            hs = model(**tok(text, return_tensors="pt"), output_hidden_states=True).hidden_states
+            for j, i in enumerate(layers):
+                ref = hs[i + 1][0, start[s]:end[s]].double().mean(0).numpy()
+                np.testing.assert_allclose(fast[j, s], ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
