@@ -1,11 +1,11 @@
 """Steering-plan compilation: the C core (`_core.plan_compile`) against a numpy
-oracle, and the Python plan builders (steering_plan.py) that feed it."""
+oracle, and the Python plan builders (steering/plan.py) that feed it."""
 import numpy as np
 import pytest
 import torch
 
 from activation_steering import SteeringVector, _core
-from activation_steering.steering_plan import build_multisteer_plan, build_steer_plan
+from activation_steering.steering.plan import build_multisteer_plan, build_steer_plan
 
 
 def vtuple(name, dirs, evr, use, value=1.0, use_evr=False, smaller=False, last=False):
@@ -121,7 +121,7 @@ def test_inconsistent_arrays_are_rejected():
 
 
 def test_max_conditions_is_the_cores():
-    from activation_steering.steering_plan import MAX_CONDITIONS
+    from activation_steering.steering.plan import MAX_CONDITIONS
 
     assert _core.MAX_CONDITIONS == MAX_CONDITIONS == 16
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import _core
-from .similarity import COMPARATORS, POOLING_MODES
+from .. import _core
+from ..conditions.similarity import COMPARATORS, POOLING_MODES
 
 MAX_CONDITIONS: int = _core.MAX_CONDITIONS  # as_core.h AS_MAX_CONDITIONS: truth tables have 2**n entries
 
