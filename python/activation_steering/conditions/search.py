@@ -7,12 +7,14 @@ The job has two halves with very different costs, and each is done once:
    strings go through the model in batches (RIGHT padding, sorted by length so
    batches carry little padding) with a pre-hook on every layer in range that
    pools the layer's INPUT h_in[i] over the string's real tokens ("mean") or
-   takes its last real token ("last") and computes
-   `similarity.condition_similarity` against the condition direction of that
-   layer. The forward stops after the last layer in range (no later layers, no LM
-   head, no `generate`). Right padding keeps every real token at the position it
-   has when the string runs alone, and the pooling span [start, end) covers real
-   tokens only, so batching changes nothing beyond float rounding.
+   takes its last real token ("last") and computes the condition similarity
+   against the condition direction of that layer with the `condition_similarity`
+   op: the same compiled kernel steer_layer evaluates conditions with at run
+   time, so the threshold found here is applied by the same arithmetic. The
+   forward stops after the last layer in range (no later layers, no LM head, no
+   `generate`). Right padding keeps every real token at the position it has when
+   the string runs alone, and the mask covers real tokens only, so batching
+   changes nothing beyond float rounding.
    Result: sims[n_strings, n_layers], float32.
 
 2. Search, in the C core (`_core.condsearch_grid` / `_core.condsearch_exact`):
@@ -48,7 +50,7 @@ from ..activations.runner import TruncatedForward
 from ..activations.prompts import encode, format_prompt
 from ..activations.layers import find_decoder_layers, unwrap_model
 from .report import DEFAULT_ANALYSIS_PATH, analysis_summary, plot_similarities
-from .similarity import COMPARATORS, POOLING_MODES, condition_met, condition_similarity
+from .similarity import COMPARATORS, POOLING_MODES, condition_met
 
 MAX_GRID_THRESHOLDS = 10_000_000
 MAX_SCORE_TABLE_BYTES = 2 << 30  # the save_analysis score table [combos, thresholds, 2] float64
@@ -206,8 +208,10 @@ def _similarity_matrix(hf_model, input_ids: torch.Tensor, lengths: torch.Tensor,
     def direction(layer: int, dev: torch.device) -> torch.Tensor:
         key = (layer, dev)
         if key not in on_device:
-            on_device[key] = directions[layer].to(dev)
+            on_device[key] = directions[layer].to(dev).reshape(1, -1)            # [1, D] float32
         return on_device[key]
+
+    codes = torch.tensor([[1, 0, int(mode == "last")]], dtype=torch.long)     # the op's (bit, comparator, pooling)
 
     n_batches = (n + batch_size - 1) // batch_size
     with TruncatedForward(hf_model, layer_ids, read="input") as fwd:
@@ -217,17 +221,16 @@ def _similarity_matrix(hf_model, input_ids: torch.Tensor, lengths: torch.Tensor,
             width = int(lens.max())
             ids = input_ids[rows, :width]
             mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).to(torch.long)
-            end = lens.to(torch.long)
-            start = end - 1 if mode == "last" else torch.zeros_like(end)
-            spans: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+            masks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
             out = torch.empty((len(rows), len(layer_ids)), dtype=torch.float32)
 
-            def capture(layer: int, hidden: torch.Tensor, spans=spans, start=start, end=end, out=out) -> None:
+            def capture(layer: int, hidden: torch.Tensor, masks=masks, mask=mask, out=out) -> None:
                 dev = hidden.device
-                if dev not in spans:
-                    spans[dev] = (start.to(dev), end.to(dev))
-                pooled = _ops.pool_spans(hidden, *spans[dev])                      # [B, D] float32
-                out[:, column[layer]] = condition_similarity(pooled, direction(layer, dev)).cpu()
+                if dev not in masks:
+                    masks[dev] = (mask.to(dev), codes.to(dev))
+                # the runtime's own kernel (steer_layer evaluates conditions with it)
+                sims = _ops.condition_similarity(hidden, masks[dev][0], direction(layer, dev), masks[dev][1])
+                out[:, column[layer]] = sims[:, 0].cpu()
 
             fwd.run(ids, mask, capture)
             sims[rows] = out
