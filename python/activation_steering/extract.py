@@ -122,10 +122,9 @@ class SteeringVector:
         k = 2 if save_analysis else 1
         try:
             comps, explained, proj = _core.pca_fit(pooled, method, k, bool(save_analysis))
-        except ValueError as exc:
-            if len(exc.args) == 2 and isinstance(exc.args[1], int) and 0 <= exc.args[1] < len(layer_ids):
-                detail = str(exc.args[0]).split(": ", 2)[-1]
-                raise ValueError(f"SteeringVector.train: layer {layer_ids[exc.args[1]]}: {detail}") from None
+        except ValueError as exc:  # the core's error record: index = the failing layer's position
+            if 0 <= getattr(exc, "index", -1) < len(layer_ids):
+                raise ValueError(f"SteeringVector.train: layer {layer_ids[exc.index]}: {exc.reason}") from None
             raise
         directions = {lid: comps[j, 0].copy() for j, lid in enumerate(layer_ids)}
         variances = {lid: float(explained[j, 0]) for j, lid in enumerate(layer_ids)}

@@ -8,10 +8,12 @@ The job has two halves with very different costs, and each is done once:
    `activations.runner.TruncatedForward` that reads the decoder layer input of
    every layer in range and stops after the last one (no later layers, no LM
    head, no `generate`). Each string's real tokens are pooled ("mean") or its last
-   real token taken ("last") and compared with the condition direction by
-   `similarity.condition_similarity`. Right padding keeps every real token where
-   it is when the string runs alone, so batching changes nothing beyond float
-   rounding. Result: sims[n_strings, n_layers], float32.
+   real token taken ("last") and compared with the condition direction by the
+   `condition_similarity` op: the same compiled kernel steer_layer evaluates
+   conditions with at run time, so the threshold found here is applied by the
+   same arithmetic. Right padding keeps every real token where it is when the
+   string runs alone, so batching changes nothing beyond float rounding.
+   Result: sims[n_strings, n_layers], float32.
 
 2. Search, in the C core (`_core.condsearch_grid` / `_core.condsearch_exact`), in
    the documented candidate order (docs/semantics.md, "Condition search").
@@ -42,7 +44,7 @@ from ..activations.prompts import format_prompt
 from ..activations.runner import TruncatedForward
 from ..activations.tokens import Tokenized, length_sorted_batches, pad_right, pad_token_id, tokenize
 from .report import DEFAULT_ANALYSIS_PATH, analysis_summary, plot_similarities
-from .similarity import COMPARATORS, POOLING_MODES, condition_met, condition_similarity
+from .similarity import COMPARATORS, POOLING_MODES, condition_met
 
 MAX_GRID_THRESHOLDS = 10_000_000
 MAX_SCORE_TABLE_BYTES = 2 << 30  # the save_analysis score table [combos, thresholds, 2] float64
@@ -175,24 +177,25 @@ def _similarity_matrix(hf_model, tok: Tokenized, pad_id: int, directions: dict[i
     def direction(layer: int, dev: torch.device) -> torch.Tensor:
         key = (layer, dev)
         if key not in on_device:
-            on_device[key] = directions[layer].to(dev)
+            on_device[key] = directions[layer].to(dev).reshape(1, -1)            # [1, D] float32
         return on_device[key]
+
+    codes = torch.tensor([[1, 0, int(mode == "last")]], dtype=torch.long)     # the op's (bit, comparator, pooling)
 
     batches = length_sorted_batches(tok.lengths, batch_size)  # little padding per batch
     with TruncatedForward(hf_model, layer_ids, read="input") as fwd:
         for rows in tqdm(batches, desc="condition similarities", unit="batch", disable=not show_progress):
             ids, mask = pad_right(tok.input_ids, rows, pad_id)
-            end = torch.from_numpy(tok.lengths[rows])
-            start = end - 1 if mode == "last" else torch.zeros_like(end)
-            spans: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+            masks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
             out = torch.empty((len(rows), len(layer_ids)), dtype=torch.float32)
 
-            def read(layer: int, hidden: torch.Tensor, spans=spans, start=start, end=end, out=out) -> None:
+            def read(layer: int, hidden: torch.Tensor, masks=masks, mask=mask, out=out) -> None:
                 dev = hidden.device
-                if dev not in spans:
-                    spans[dev] = (start.to(dev), end.to(dev))
-                pooled = _ops.pool_spans(hidden, *spans[dev])                      # [B, D] float32
-                out[:, column[layer]] = condition_similarity(pooled, direction(layer, dev)).cpu()
+                if dev not in masks:
+                    masks[dev] = (mask.to(dev), codes.to(dev))
+                # the runtime's own kernel (steer_layer evaluates conditions with it)
+                sims = _ops.condition_similarity(hidden, masks[dev][0], direction(layer, dev), masks[dev][1])
+                out[:, column[layer]] = sims[:, 0].cpu()
 
             fwd.run(ids, mask, read)
             sims[torch.from_numpy(rows)] = out
