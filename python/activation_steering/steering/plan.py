@@ -26,6 +26,7 @@ import torch
 from .. import _core
 from ..activations.layers import resolve_layer_ids
 from ..conditions.similarity import COMPARATORS, POOLING_MODES
+from ..vectors.provenance import check_vector_matches
 
 MAX_CONDITIONS = 16  # as_rules.h AS_RULES_MAX_CONDITIONS: truth tables have 2**n entries
 
@@ -158,6 +159,7 @@ def _compile(n_layers: int, hidden_size: int, behaviors: list[_Item | None], con
     n_avail, avail_layers, avail_sizes, chunks, avail_evr = [], [], [], [], []
     n_use, use_layers, scale, use_evr = [], [], [], []
     for it in items:
+        check_vector_matches(it.vector, it.name, n_layers, hidden_size)  # trained-on model vs this one
         wanted = set(it.layers)
         keys = list(it.vector.directions.keys())
         n_avail.append(len(keys))
