@@ -157,6 +157,10 @@ class Llama:
             L.llama_log_set(_QUIET, ctypes.c_void_p())
         L.llama_backend_init()
         mp = L.llama_model_default_params()
+        if hasattr(mp, "use_extra_bufts"):
+            # the CPU "extra" buffer types (weight repacking, AMX) crash llama_decode on the Q4_1 file
+            # in this build (segfault, llama-cpp-python 0.3.36 on an AMX CPU); plain kernels do not
+            mp.use_extra_bufts = False
         self.model = L.llama_model_load_from_file(os.fsencode(str(model_path)), mp)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {model_path}")
