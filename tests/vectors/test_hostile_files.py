@@ -56,10 +56,12 @@ def test_hostile_svec_files(tmp_path, content, problem):
     assert info.value.path == str(path)
 
 
-def _gguf(path, tensors, arch="controlvector", hint="llama"):
+def _gguf(path, tensors, arch="controlvector", hint="llama", drop_arch=False):
     import gguf
 
     w = gguf.GGUFWriter(str(path), arch)
+    if drop_arch:
+        del w.kv_data[0]["general.architecture"]
     if hint is not None:
         w.add_string(f"{arch}.model_hint", hint)
     for name, arr in tensors.items():
@@ -83,6 +85,7 @@ ONE = np.arange(4, dtype=np.float32)
     (lambda p: _gguf(p, {"direction.1": np.array([1, np.nan, 0, 0], np.float32)}), "NaN"),
     (lambda p: _gguf(p, {}), "no direction tensors"),
     (lambda p: _gguf(p, {"direction.1": ONE}, arch="llama"), "not 'controlvector'"),
+    (lambda p: _gguf(p, {"direction.1": ONE}, drop_arch=True), "missing the key 'general.architecture'"),
     (lambda p: p.write_bytes(b"GGUF\x03\x00\x00\x00"), "not a readable GGUF"),
     (lambda p: p.write_bytes(b"GGUF" + b"\xff" * 40), "not a readable GGUF"),
 ])
