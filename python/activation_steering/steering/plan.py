@@ -29,6 +29,7 @@ import torch
 
 from .. import _core
 from ..conditions.similarity import COMPARATORS, POOLING_MODES
+from ..vectors.provenance import check_vector_matches
 
 MAX_CONDITIONS: int = _core.MAX_CONDITIONS  # as_core.h AS_MAX_CONDITIONS: truth tables have 2**n entries
 
@@ -202,6 +203,8 @@ def _compile(n_layers: int, hidden_size: int, behaviors: list[_Item | None], con
              tables: np.ndarray | None, ooi: bool, apply_first: bool) -> SteeringPlan:
     t = _core.plan_compile(n_layers, hidden_size, [None if b is None else b.as_core_tuple() for b in behaviors],
                            [c.as_core_tuple() for c in conditions], tables)
+    for item in [b for b in behaviors if b is not None] + conditions:  # trained-on model vs this one (warnings)
+        check_vector_matches(item.vector, item.name, n_layers, hidden_size)
     co, bo = t["cond_offsets"], t["beh_offsets"]
     cond_rows, beh_rows = torch.from_numpy(t["cond_rows"]), torch.from_numpy(t["beh_rows"])
     layers: dict[int, LayerPlan] = {}

@@ -1,17 +1,22 @@
-"""The .svec file format (SPEC 3): plain JSON, readable by every implementation of this API.
+"""The .svec file format: plain JSON, readable by every implementation of this API.
 
     {"model_type": "llama",
      "directions": {"0": [0.0123, ...], "1": [...]},
-     "explained_variances": {"0": 0.41, "1": 0.37}}
+     "explained_variances": {"0": 0.41, "1": 0.37},
+     "provenance": {"model_id": "...", "hidden_size": 576, ...}}     <- optional, ours
 
 Writing: each float32 component is written as the shortest decimal of the
 float64 holding it exactly (Python's repr), so reading it back and casting to
 float32 gives the same bits. The file is written to a temporary name and then
-renamed, so a crash never leaves a half-written .svec behind.
+renamed, so a crash never leaves a half-written .svec behind. Readers that know
+only the first three keys ignore "provenance".
 
-Reading never executes code (json only) and checks everything: valid UTF-8 JSON
-object, the three keys, integer layer keys, numeric finite values, one direction
-length for all layers, the same layers in both maps. Any problem is a ValueError
+Reading never executes code (json only, through strict_json) and checks everything:
+valid UTF-8 JSON object no deeper than 64 levels, no key twice in any object, no
+integer longer than 40 digits and no number that overflows, the three keys, layer
+keys of ASCII digits (optional '-') within +-1,000,000 and each layer once, numeric
+finite float32 values, one direction length for all layers, the same layers in both
+maps, provenance of str/int values. Any problem is VectorFileError (a ValueError)
 that names the file and the problem.
 """
 from __future__ import annotations
@@ -22,6 +27,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from .errors import VectorFileError
+from .strict_json import JSONProblem, layer_id, strict_loads
 
 SUFFIX = ".svec"
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -42,42 +50,62 @@ def _layer_key(key) -> int:
         raise ValueError(f"layer id {key!r} is not an int")
     if isinstance(key, (int, np.integer)):
         return int(key)
-    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
-        return int(key)
+    if isinstance(key, str):
+        try:
+            return layer_id(key.strip())
+        except JSONProblem:
+            pass
     raise ValueError(f"layer id {key!r} is not an int")
 
 
-def save_svec(file_path, model_type: str, directions: dict, explained_variances: dict) -> str:
-    """Validate and write a .svec file; returns the path written (parents created)."""
-    path = svec_path(file_path)
+def check_vector(model_type: str, directions: dict, explained_variances: dict) -> tuple[dict, dict]:
+    """Validated {layer: float32[D]} and {layer: float}; ValueError/TypeError naming the problem."""
     if not isinstance(model_type, str):
         raise TypeError(f"model_type must be a str, got {type(model_type).__name__}")
     if not directions:
         raise ValueError("cannot save a SteeringVector without directions")
-    dirs: dict[str, list[float]] = {}
+    dirs: dict[int, np.ndarray] = {}
     dim = None
     for key, vec in directions.items():
         layer = _layer_key(key)
+        if layer in dirs:
+            raise ValueError(f"directions names layer {layer} twice (keys {key!r} and another)")
         arr = np.asarray(vec)
         if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number):
             raise ValueError(f"direction for layer {layer} must be a non-empty 1-D numeric array, got shape {arr.shape}")
-        arr = arr.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float32)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"direction for layer {layer} contains NaN or Inf")
         if dim is not None and arr.size != dim:
             raise ValueError(f"direction for layer {layer} has {arr.size} values, others have {dim}")
         dim = arr.size
-        dirs[str(layer)] = [float(x) for x in arr]  # float32 -> float64 exact; repr round-trips
-    if set(map(_layer_key, explained_variances)) != set(map(_layer_key, directions)):
-        raise ValueError("explained_variances must have exactly the layers of directions")
-    ev: dict[str, float] = {}
+        dirs[layer] = arr
+    ev: dict[int, float] = {}
     for key, value in explained_variances.items():
+        layer = _layer_key(key)
+        if layer in ev:
+            raise ValueError(f"explained_variances names layer {layer} twice")
         v = float(value)
         if not math.isfinite(v):
             raise ValueError(f"explained variance for layer {key} is not finite")
-        ev[str(_layer_key(key))] = v
-    text = json.dumps({"model_type": model_type, "directions": dirs, "explained_variances": ev},
-                      allow_nan=False, separators=(",", ":"))
+        ev[layer] = v
+    if set(ev) != set(dirs):
+        raise ValueError("explained_variances must have exactly the layers of directions")
+    return dirs, ev
+
+
+def write_svec(path: Path, model_type: str, directions: dict, explained_variances: dict,
+               provenance: dict | None = None) -> str:
+    """Write checked data to `path` (atomically, parents created); returns the path."""
+    dirs, ev = check_vector(model_type, directions, explained_variances)
+    data = {"model_type": model_type,
+            "directions": {str(k): [float(x) for x in v] for k, v in dirs.items()},  # float32 -> float64 exact
+            "explained_variances": {str(k): ev[k] for k in dirs}}
+    if provenance:
+        data["provenance"] = dict(provenance)
+    text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -89,12 +117,14 @@ def save_svec(file_path, model_type: str, directions: dict, explained_variances:
     return str(path)
 
 
+def save_svec(file_path, model_type: str, directions: dict, explained_variances: dict,
+              provenance: dict | None = None) -> str:
+    """Validate and write a .svec file (".svec" appended when missing); returns the path written."""
+    return write_svec(svec_path(file_path), model_type, directions, explained_variances, provenance)
+
+
 class _Reject(Exception):
     pass
-
-
-def _reject_constant(name: str):
-    raise _Reject(f"contains {name}, which is not a finite number")
 
 
 def _parse_layers(obj, what: str) -> dict[int, object]:
@@ -102,10 +132,10 @@ def _parse_layers(obj, what: str) -> dict[int, object]:
         raise _Reject(f'"{what}" must be a JSON object mapping layer ids to values, got {type(obj).__name__}')
     out: dict[int, object] = {}
     for key, value in obj.items():
-        k = key.strip()
-        if not k or not (k.isdigit() or (k[0] == "-" and k[1:].isdigit())):
-            raise _Reject(f'"{what}" has key {key!r}, which is not an integer layer id')
-        layer = int(k)
+        try:
+            layer = layer_id(key)
+        except JSONProblem as exc:
+            raise _Reject(f'"{what}" {exc}') from None
         if layer in out:
             raise _Reject(f'"{what}" names layer {layer} twice')
         out[layer] = value
@@ -116,22 +146,26 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def load_svec(file_path) -> tuple[str, dict[int, np.ndarray], dict[int, float]]:
-    """(model_type, directions{int: float32[D]}, explained_variances{int: float}) from a .svec file."""
-    path = svec_path(file_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no steering vector file at {str(path)!r}")
+def read_svec(path) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict]:
+    """(model_type, directions, explained_variances, provenance) from an existing .svec file."""
+    path = Path(path)
     try:
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise _Reject(f"cannot be read ({exc.strerror or exc})") from None
+        if not raw.strip():
+            raise _Reject("is empty")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Reject(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            hint = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) else ""
-            raise _Reject(f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}") from None
+            data = strict_loads(text)
+        except JSONProblem as exc:
+            raise _Reject(str(exc)) from None
         if not isinstance(data, dict):
             raise _Reject(f"must hold a JSON object, got {type(data).__name__}")
         missing = [k for k in ("model_type", "directions", "explained_variances") if k not in data]
@@ -150,11 +184,11 @@ def load_svec(file_path) -> tuple[str, dict[int, np.ndarray], dict[int, float]]:
             if not isinstance(values, list) or not values:
                 raise _Reject(f"direction for layer {layer} must be a non-empty list of numbers")
             bad = next((v for v in values if not _is_number(v)), None)
-            if bad is not None or any(isinstance(v, bool) for v in values):
+            if bad is not None:
                 raise _Reject(f"direction for layer {layer} holds a non-number ({bad!r:.40})")
             try:
                 arr64 = np.asarray(values, dtype=np.float64)
-            except OverflowError:
+            except (OverflowError, ValueError):
                 raise _Reject(f"direction for layer {layer} holds a value that is not a finite float32") from None
             if not np.all(np.isfinite(arr64)) or np.any(np.abs(arr64) > _F32_MAX):
                 raise _Reject(f"direction for layer {layer} holds a value that is not a finite float32")
@@ -170,9 +204,31 @@ def load_svec(file_path) -> tuple[str, dict[int, np.ndarray], dict[int, float]]:
         explained: dict[int, float] = {}
         for layer in raw_dirs:
             v = raw_ev[layer]
-            if not _is_number(v) or not math.isfinite(float(v)):
+            try:
+                ok = _is_number(v) and math.isfinite(float(v))
+            except OverflowError:
+                ok = False
+            if not ok:
                 raise _Reject(f"explained variance for layer {layer} must be a finite number, got {v!r:.40}")
             explained[layer] = float(v)
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise _Reject(f'"provenance" must be a JSON object, got {type(provenance).__name__}')
+        from .provenance import clean
+
+        try:
+            provenance = clean(provenance, '"provenance"')
+        except (TypeError, ValueError) as exc:
+            raise _Reject(str(exc)) from None
     except _Reject as exc:
-        raise ValueError(f"malformed steering vector file {str(path)!r}: {exc}") from None
+        raise VectorFileError(path, str(exc), "svec") from None
+    return model_type, directions, explained, provenance
+
+
+def load_svec(file_path) -> tuple[str, dict[int, np.ndarray], dict[int, float]]:
+    """(model_type, directions{int: float32[D]}, explained_variances{int: float}) from a .svec file."""
+    path = svec_path(file_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no steering vector file at {str(path)!r}")
+    model_type, directions, explained, _ = read_svec(path)
     return model_type, directions, explained

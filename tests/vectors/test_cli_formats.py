@@ -1,0 +1,54 @@
+"""`train --out` writes the format its suffix names, and a bad --out fails before training."""
+import json
+
+import numpy as np
+import pytest
+
+from activation_steering import SteeringVector
+from activation_steering.cli import main
+from tiny_models import make_model, make_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_llama_fmt")
+    make_model("llama").save_pretrained(d)
+    make_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fmt_data")
+    (d / "data.json").write_text(json.dumps({"examples": [["I love this", "I hate this"],
+                                                          ["A wonderful day", "A terrible day"],
+                                                          ["So kind", "So cruel"]], "suffixes": None}))
+    return d / "data.json"
+
+
+def test_train_out_formats_agree(model_dir, data, tmp_path, capsys):
+    got = {}
+    for name in ("v.svec", "v.safetensors", "v.gguf"):
+        assert main(["train", "--data", str(data), "--out", str(tmp_path / name), "--model", str(model_dir),
+                     "--layers", "0-3"]) == 0
+        got[name] = SteeringVector.load(tmp_path / name)
+    captured = capsys.readouterr()
+    assert "v.gguf (gguf)" in captured.out
+    assert "layer(s) [0, 1] cannot be expressed" in captured.err  # the GGUF warning reaches the user
+    ref = got["v.svec"]
+    assert ref.provenance["method"] == "pca_pairwise" and ref.provenance["n_layers"] >= 4
+    for name, v in got.items():
+        for layer, d in v.directions.items():
+            assert d.tobytes() == ref.directions[layer].tobytes(), (name, layer)
+    assert sorted(got["v.gguf"].directions) == [2, 3]
+
+
+def test_unwritable_out_fails_before_training(model_dir, data, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", "--data", str(data), "--out", str(blocker / "v.gguf"), "--model", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "not a writable folder" in err  # not the --model error: checked first
+    (tmp_path / "adir.svec").mkdir()
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "adir.svec"), "--model", "/nonexistent"]) == 2
+    assert "is a folder" in capsys.readouterr().err
