@@ -324,8 +324,15 @@ class MalleableModel:
         prompt only. Plain greedy settings (the default) run the row-dropping decode
         loop of steering/decode.py: a row leaves the batch as soon as it finishes.
         Other settings go through `generate` on the padded batch, with padding
-        excluded from the repetition penalty so a row's penalty sees the same tokens
-        as when it is generated alone. `show_progress` shows a bar over prompts.
+        excluded from the repetition penalty (for every beam) so a row's penalty
+        sees the same tokens as when it is generated alone, and each prompt's
+        FIRST sequence kept, as respond keeps it: for every deterministic setting
+        (beams, num_return_sequences, penalties, length and stop settings) the
+        texts equal respond_batch_sequential's. Length settings that count the
+        prompt (min_length, max_length without max_new_tokens) batch only prompts
+        of equal length. With sampling each row draws from the distribution
+        respond uses for it (a seeded batch does not repeat sequential draws).
+        `show_progress` shows a bar over prompts.
         """
         prompts = self._check_prompts(prompts)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -350,6 +350,8 @@ RB_SETTINGS = [
     {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2},
     {"min_new_tokens": 4, "eos_token_id": [2, 5]},
     {"max_length": 60},
+    {"min_length": 14},
+    {"stop_strings": ["e"]},
 ]
 
 
