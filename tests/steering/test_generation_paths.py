@@ -474,3 +474,39 @@ def test_two_threads_are_serialised(world, refs):
         t.join()
     alone = world.mm.respond_batch_sequential(PROMPTS, settings={"max_new_tokens": MAX_NEW})
     assert [results[i] for i in range(len(PROMPTS))] == alone
+
+
+def test_forward_from_a_second_thread_during_generation_is_refused(world):
+    """A plain forward of the same steered model from another thread, while one thread
+    generates, would mix its rows into the generation's state: it raises instead."""
+    import threading
+
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    world.install("cond")
+    inside, release = threading.Event(), threading.Event()
+
+    class Pause(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            inside.set()
+            release.wait(60)
+            return scores
+
+    done = {}
+
+    def generate():
+        with torch.no_grad():
+            done["out"] = world.model.generate(**world.singles[0], **world.gen,
+                                               logits_processor=LogitsProcessorList([Pause()]))
+
+    t = threading.Thread(target=generate)
+    t.start()
+    try:
+        assert inside.wait(60)
+        with pytest.raises(RuntimeError, match="another thread"), torch.no_grad():
+            world.model(**world.singles[1])
+    finally:
+        release.set()
+        t.join()
+    width = world.singles[0]["input_ids"].shape[1]
+    assert [rows(done["out"], width, world.eos)] == [reference(world, "cond")[0]]

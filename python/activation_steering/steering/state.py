@@ -163,8 +163,9 @@ class PromptWatcher:
         return args[i] if i is not None and i < len(args) else None
 
     def done(self, module, args, kwargs, output) -> None:
-        """Forward hook (always called): the pass is over."""
-        self.ctx.active = None
+        """Forward hook (always called, also after an exception): this thread's pass is over."""
+        if not torch.compiler.is_compiling() and self.ctx.active == threading.get_ident():
+            self.ctx.active = None
 
     def __call__(self, module, args, kwargs):
         ctx = self.ctx
