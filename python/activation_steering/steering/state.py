@@ -128,15 +128,21 @@ class SteeringState:
 
 
 def _cache_length(cache) -> int:
-    """Tokens already in a KV cache (0 for None / empty; 1 when it cannot say). Shape-based: no device sync."""
+    """Tokens already in a KV cache (0 for None / empty), for plain forwards only. Shape-based: no device sync.
+
+    A cache of state-space layers only (Mamba, Mamba2, FalconMamba) has no sequence
+    length (its get_seq_length raises): there the result is 1 once a pass has left
+    a state in it (`has_previous_state()`), else 0 - "empty or not", not a length.
+    Generation never asks this (steering/generation.py counts positions itself)."""
     if cache is None:
         return 0
     get = getattr(cache, "get_seq_length", None)
     if get is not None:
         try:
             return int(get())
-        except Exception:  # noqa: BLE001 - state-space caches have no length: treat as holding a prompt
-            return 1
+        except Exception:  # noqa: BLE001 - no length: ask whether it holds a state at all
+            has_state = getattr(cache, "has_previous_state", None)
+            return int(bool(has_state())) if callable(has_state) else 1
     if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
         return int(cache[0][0].shape[-2])  # legacy tuple-of-tuples cache
     return 0
