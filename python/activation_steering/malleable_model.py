@@ -15,7 +15,9 @@ to the wrapped model.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import threading
 import weakref
 from collections.abc import Sequence
 
@@ -27,6 +29,7 @@ from .config import log
 from .activations.prompts import encode, ensure_pad_token, format_prompt
 from .activations.layers import find_layers_and_base, hidden_size, input_device, unwrap_model
 from .leash_layer import LeashLayer
+from .steering.generation import GenerationGuard, check_prompt_lengths
 from .steering.state import PromptWatcher, SteeringState
 from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
 
@@ -75,7 +78,10 @@ class MalleableModel:
         ensure_pad_token(tokenizer)
         self._ctx = SteeringState()
         self._handles: list = []
+        self._guard: GenerationGuard | None = None
         self._plan: SteeringPlan | None = None
+        # generate/respond/steer of one model are serialised: its steering state is per model
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ #
     # passthrough
@@ -105,7 +111,10 @@ class MalleableModel:
         return self._as_wrapped_model(*args, **kwargs)
 
     def generate(self, *args, **kwargs):
-        """The wrapped model's generate; conditions are re-evaluated for every new prompt."""
+        """The wrapped model's generate; conditions are re-evaluated for every new prompt.
+
+        While steered, the wrapped model's own `generate` knows which positions are
+        prompt positions however the prompt arrives (steering/generation.py)."""
         return self._as_wrapped_model.generate(*args, **kwargs)
 
     def to(self, *args, **kwargs) -> "MalleableModel":
@@ -119,7 +128,7 @@ class MalleableModel:
 
     def __getattr__(self, name: str):
         # only called for attributes not found normally: delegate to the wrapped model
-        if name.startswith("_as_") or name in ("_ctx", "_handles", "_plan", "tokenizer"):
+        if name.startswith("_as_") or name in ("_ctx", "_handles", "_plan", "_guard", "_lock", "tokenizer"):
             raise AttributeError(name)
         return getattr(self._as_wrapped_model, name)
 
@@ -185,8 +194,9 @@ class MalleableModel:
 
     def reset_leash_to_default(self) -> None:
         """Remove all steering: the model then behaves exactly as unwrapped."""
-        self._remove_hooks()
-        self._plan = None
+        with self._lock:
+            self._remove_hooks()
+            self._plan = None
         log("MalleableModel", "steering removed")
 
     def find_best_condition_point(self, positive_strings: Sequence[str], negative_strings: Sequence[str],
@@ -219,12 +229,23 @@ class MalleableModel:
         """Swap the installed hooks for `plan`'s. Everything that can fail runs first."""
         model = self._as_wrapped_model
         base, layers = find_layers_and_base(model)
-        ctx = SteeringState()
+        ctx = SteeringState(n_conditions=plan.n_conditions)
         leashes = {}
+        cond_layers = sorted(i for i, lp in plan.layers.items() if lp.cond_dirs is not None)
         for i, lp in plan.layers.items():
             device, dtype = _param_placement(layers[i])
             leashes[i] = LeashLayer(lp, ctx, plan.use_ooi_preventive_normalization,
                                     plan.apply_behavior_on_first_call, device, dtype)
+            # prompt positions at layer i see the conditions decided at layers <= i (docs/semantics.md)
+            seen = [j for j in cond_layers if j <= i]
+            leashes[i].set_prompt_gate(seen[-1] if seen else None, not cond_layers or seen == cond_layers)
+        watcher = PromptWatcher(ctx, base)
+        guard = GenerationGuard(model, base, ctx, plan, self._lock)
+        with self._lock:  # never swap the hooks under a generation running in another thread
+            self._swap(plan, ctx, base, layers, leashes, watcher, guard)
+
+    def _swap(self, plan, ctx, base, layers, leashes, watcher, guard) -> None:
+        model = self._as_wrapped_model
         # -- from here on nothing raises --
         self._remove_hooks()
         owner_ref = model.__dict__.get(_OWNER_ATTR)
@@ -235,9 +256,12 @@ class MalleableModel:
         self._plan = plan
         if not plan.layers:
             return
-        self._handles.append(base.register_forward_pre_hook(PromptWatcher(ctx, base), with_kwargs=True))
+        self._handles.append(base.register_forward_pre_hook(watcher, with_kwargs=True))
+        self._handles.append(base.register_forward_hook(watcher.done, with_kwargs=True, always_call=True))
         for i, leash in leashes.items():
             self._handles.append(layers[i].register_forward_pre_hook(leash, with_kwargs=True))
+        guard.install()
+        self._guard = guard
         model.__dict__[_OWNER_ATTR] = weakref.ref(self)
         log("MalleableModel", f"steering installed: {plan.describe()}")
 
@@ -245,6 +269,9 @@ class MalleableModel:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._guard is not None:
+            self._guard.remove()
+            self._guard = None
         self._ctx.reset()
         model = self._as_wrapped_model
         owner_ref = model.__dict__.get(_OWNER_ATTR)
@@ -264,6 +291,8 @@ class MalleableModel:
         out = {"do_sample": False, "max_new_tokens": 50, "repetition_penalty": 1.1,
                "pad_token_id": self.tokenizer.eos_token_id}
         out.update(settings or {})
+        if out.get("stop_strings") is not None and out.get("tokenizer") is None:
+            out["tokenizer"] = self.tokenizer  # generate needs it to match stop strings
         return out
 
     def respond(self, prompt: str, settings: dict | None = None, use_chat_template: bool = True,
@@ -278,10 +307,11 @@ class MalleableModel:
         text = format_prompt(self.tokenizer, prompt, use_chat_template)
         kwargs = self._generation_settings(settings)
         enc = encode(self.tokenizer, [text], use_chat_template, device=self._input_device())
-        with torch.no_grad():
+        check_prompt_lengths(self._as_wrapped_model, [enc["input_ids"].shape[1]])
+        with self._lock, torch.no_grad():
             out = self._as_wrapped_model.generate(**enc, **kwargs)
-        if reset_after_response:
-            self._ctx.reset()
+            if reset_after_response:
+                self._ctx.reset()
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def respond_batch_sequential(self, prompts: Sequence[str], settings: dict | None = None,
@@ -300,8 +330,15 @@ class MalleableModel:
         prompt only. Plain greedy settings (the default) run the row-dropping decode
         loop of steering/decode.py: a row leaves the batch as soon as it finishes.
         Other settings go through `generate` on the padded batch, with padding
-        excluded from the repetition penalty so a row's penalty sees the same tokens
-        as when it is generated alone. `show_progress` shows a bar over prompts.
+        excluded from the repetition penalty (for every beam) so a row's penalty
+        sees the same tokens as when it is generated alone, and each prompt's
+        FIRST sequence kept, as respond keeps it: for every deterministic setting
+        (beams, num_return_sequences, penalties, length and stop settings) the
+        texts equal respond_batch_sequential's. Length settings that count the
+        prompt (min_length, max_length without max_new_tokens) batch only prompts
+        of equal length. With sampling each row draws from the distribution
+        respond uses for it (a seeded batch does not repeat sequential draws).
+        `show_progress` shows a bar over prompts.
         """
         prompts = self._check_prompts(prompts)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -312,15 +349,25 @@ class MalleableModel:
         greedy = plain_greedy(model, kwargs)
         ids = [encode(tok, [format_prompt(tok, p, use_chat_template)], use_chat_template)["input_ids"][0]
                for p in prompts]
+        check_prompt_lengths(model, [len(x) for x in ids])
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        chunks = []
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            if greedy is None and _length_counts_prompt(model, kwargs):
+                # min_length / max_length count the prompt: only prompts of one length share a batch
+                for n in sorted({len(ids[i]) for i in chunk}, reverse=True):
+                    chunks.append([i for i in chunk if len(ids[i]) == n])
+            else:
+                chunks.append(chunk)
         device = self._input_device()
         pad_id = tok.pad_token_id
         replies: list[str] = [""] * len(ids)
         bar = tqdm(total=len(ids), desc="respond_batch", unit="prompt", disable=not show_progress or not ids,
                    leave=False)
+        self._lock.acquire()
         try:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
+            for chunk in chunks:
                 width = max(len(ids[i]) for i in chunk)
                 input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -340,22 +387,31 @@ class MalleableModel:
         finally:
             bar.close()
             self._ctx.reset()
+            self._lock.release()
         return replies
 
     def _generate_padded(self, input_ids, mask, width, chunk, ids, kwargs) -> list:
-        """`generate` on one left-padded batch (any settings); padding kept out of the repetition penalty."""
+        """`generate` on one left-padded batch (any settings); each prompt's first sequence, as respond keeps.
+
+        Padding is kept out of the repetition penalty (sized to the rows generate
+        really runs: prompts x max(num_beams, num_return_sequences)), so every row
+        is scored as when its prompt is generated alone."""
         gen = dict(kwargs)
-        penalty = gen.get("repetition_penalty", getattr(self._as_wrapped_model.generation_config,
-                                                        "repetition_penalty", None))
+        config = _merged_config(self._as_wrapped_model, gen)
+        n_seq = int(config.num_return_sequences or 1)
+        expand = max(int(config.num_beams or 1), n_seq)
+        penalty = config.repetition_penalty
         if penalty is not None and float(penalty) != 1.0:
             from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
             pads = torch.tensor([width - len(ids[i]) for i in chunk], dtype=torch.long)
             custom = list(gen.pop("logits_processor", None) or [])
-            custom.append(RepetitionPenaltyLogitsProcessor(float(penalty), prompt_ignore_length=pads))
+            custom.append(RepetitionPenaltyLogitsProcessor(float(penalty),
+                                                           prompt_ignore_length=pads.repeat_interleave(expand)))
             gen["logits_processor"] = LogitsProcessorList(custom)
         out = self._as_wrapped_model.generate(input_ids=input_ids, attention_mask=mask, **gen)
-        return [row[width:] for row in out]
+        out = getattr(out, "sequences", out)
+        return [out[r * n_seq, width:] for r in range(len(chunk))]
 
     @staticmethod
     def _check_prompts(prompts) -> list[str]:
@@ -365,3 +421,16 @@ class MalleableModel:
             if not isinstance(p, str):
                 raise TypeError(f"prompts[{i}] must be a str, got {type(p).__name__}")
         return list(prompts)
+
+
+def _merged_config(model, gen: dict):
+    """The generation config generate() would use for `gen` (respond's settings)."""
+    config = copy.deepcopy(gen.get("generation_config") or model.generation_config)
+    config.update(**{k: v for k, v in gen.items() if k != "generation_config"})
+    return config
+
+
+def _length_counts_prompt(model, gen: dict) -> bool:
+    """Does a length setting count the prompt's tokens (so left padding would change a row's budget)?"""
+    config = _merged_config(model, gen)
+    return bool(config.min_length) or config.max_new_tokens is None

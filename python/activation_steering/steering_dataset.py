@@ -180,6 +180,11 @@ class SteeringDataset:
 
     def __init__(self, tokenizer, examples, suffixes=None, disable_suffixes: bool = False,
                  use_chat_template: bool = True, system_message=None):
+        if tokenizer is None or not callable(tokenizer):
+            # never advise dropping the tokenizer: it is also what cleans special tokens out of the examples
+            raise TypeError(f"tokenizer must be the model's Hugging Face tokenizer, got {type(tokenizer).__name__}: "
+                            "it renders the chat template AND breaks up special-token strings inside the examples "
+                            "(with use_chat_template=False too); pass the tokenizer the model was trained with")
         pairs = _check_examples(examples)
         sys_pair = _check_system_message(system_message)
         if use_chat_template:
