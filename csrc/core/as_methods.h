@@ -27,9 +27,10 @@
  *   whichever form is smaller: the primal (D+1)x(D+1) Hessian when D < N = 2P,
  *   otherwise the N x N kernel form (Woodbury identity with the intercept
  *   eliminated by its Schur complement). It stops when the Newton decrement
- *   g.H^-1.g <= 1e-20 * max(1, objective) (w then agrees with the exact optimum
- *   to about 1e-10 relative), or when the line search can no longer decrease the
- *   objective after the decrement fell below 1e-10 * max(1, objective) (double
+ *   g.H^-1.g <= 1e-20 * max(1, objective). Once the decrement is below
+ *   1e-10 * max(1, objective) the objective can no longer resolve the remaining
+ *   decrease, so full Newton steps are taken without line search, and the solver
+ *   also stops when such a step fails to halve the decrement (the double
  *   rounding floor). Otherwise, after AS_PROBE_MAX_ITER steps, it fails.
  *
  * Sign (both methods): the project's pair rule, applied to the float32 direction

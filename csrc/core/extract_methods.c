@@ -31,9 +31,13 @@ static const char *const BAD_ARGS =
     "invalid sizes, method or options (probe_l2 must be finite and > 0; normalize=0 is for mean_diff only)";
 static const char *const OUT_OF_MEMORY = "out of memory";
 
-/* Newton stops when the decrement g.H^-1.g is at most this times max(1, f) ... */
+/* Newton stops when the decrement g.H^-1.g is at most this times max(1, f). */
 #define PROBE_DECREMENT_TOL 1e-20
-/* ... or when no step decreases f and the decrement is already at the rounding floor. */
+/* Below this decrement (times max(1, f)) the objective can no longer resolve the
+ * remaining decrease (f - f* ~ dec / 2 is near f's rounding), so the line search
+ * is blind: full Newton steps are taken (quadratic convergence this close to the
+ * optimum of a smooth, strongly convex problem) until the decrement stops
+ * halving, which is the double-precision floor. */
 #define PROBE_FLOOR_TOL 1e-10
 #define PROBE_ARMIJO 1e-4
 #define PROBE_MAX_HALVINGS 60
@@ -291,6 +295,7 @@ static as_status probe_solve(probe_ws *ws, double *b_out, int64_t *iters, const 
                           ws->kern, (blasint)n);
     probe_scores(ws, ws->w, b, ws->z);
     double f = probe_objective(ws, ws->z, ws->w);
+    double prev_floor_dec = -1.0; /* decrement of the previous full step taken at the floor, -1 if none */
     for (int64_t it = 0; it < AS_PROBE_MAX_ITER; it++) {
         double gb = 0.0;
         for (int64_t i = 0; i < n; i++) {
@@ -318,27 +323,28 @@ static as_status probe_solve(probe_ws *ws, double *b_out, int64_t *iters, const 
             *iters = it;
             return AS_OK;
         }
-        /* xd = x dw; try t = 1, 1/2, ... */
-        scipy_cblas_dgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)d, 1.0, ws->x, (blasint)d, ws->dw, 1, 0.0,
-                          ws->xd, 1);
-        double t = 1.0, f_new = f;
-        int accepted = 0;
-        for (int h = 0; h < PROBE_MAX_HALVINGS; h++, t *= 0.5) {
-            for (int64_t i = 0; i < n; i++) ws->zt[i] = ws->z[i] + t * (ws->xd[i] + db);
-            for (int64_t j = 0; j < d; j++) ws->wt[j] = ws->w[j] + t * ws->dw[j];
-            f_new = probe_objective(ws, ws->zt, ws->wt);
-            if (f_new <= f - PROBE_ARMIJO * t * dec) { accepted = 1; break; }
-        }
-        if (!accepted) {
-            if (dec <= PROBE_FLOOR_TOL * scale) { /* rounding floor: the optimum to working precision */
+        double t = 1.0;
+        if (dec <= PROBE_FLOOR_TOL * scale) {
+            /* At the floor: a full step, unless the last one did not halve the decrement. */
+            if (prev_floor_dec >= 0.0 && dec > 0.5 * prev_floor_dec) {
                 *b_out = b;
                 *iters = it;
                 return AS_OK;
             }
-            *detail = NO_CONVERGE;
-            return AS_ERR_LAPACK;
+            prev_floor_dec = dec;
+        } else {
+            /* xd = x dw; Armijo backtracking t = 1, 1/2, ... */
+            scipy_cblas_dgemv(CblasRowMajor, CblasNoTrans, (blasint)n, (blasint)d, 1.0, ws->x, (blasint)d, ws->dw, 1,
+                              0.0, ws->xd, 1);
+            int accepted = 0;
+            for (int h = 0; h < PROBE_MAX_HALVINGS; h++, t *= 0.5) {
+                for (int64_t i = 0; i < n; i++) ws->zt[i] = ws->z[i] + t * (ws->xd[i] + db);
+                for (int64_t j = 0; j < d; j++) ws->wt[j] = ws->w[j] + t * ws->dw[j];
+                if (probe_objective(ws, ws->zt, ws->wt) <= f - PROBE_ARMIJO * t * dec) { accepted = 1; break; }
+            }
+            if (!accepted) { *detail = NO_CONVERGE; return AS_ERR_LAPACK; }
         }
-        memcpy(ws->w, ws->wt, (size_t)d * sizeof *ws->w);
+        for (int64_t j = 0; j < d; j++) ws->w[j] += t * ws->dw[j];
         b += t * db;
         probe_scores(ws, ws->w, b, ws->z); /* recomputed exactly, not accumulated */
         f = probe_objective(ws, ws->z, ws->w);

@@ -171,6 +171,34 @@ def test_probe_converges_on_separable_data_with_a_tiny_penalty():
     assert info[2] < 100
 
 
+def probe_gradient(rows, w, b, l2):
+    """Gradient of sum log-loss + l2/2 |w|^2 w.r.t. (w, b), in double."""
+    from scipy.special import expit
+
+    x = rows.astype(np.float64)
+    y = np.tile([1.0, 0.0], x.shape[0] // 2)
+    r = expit(x @ w + b) - y
+    return np.concatenate([x.T @ r + l2 * w, [r.sum()]])
+
+
+@pytest.mark.parametrize("n_pairs", [64, 400])        # kernel form and primal form
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+def test_probe_scale_equivariant_and_stationary(n_pairs, c):
+    """Activations scaled by c with probe_l2 scaled by c^2 give the same direction;
+    at probe_l2=1 the solution is a stationary point at any scale (where the
+    objective's rounding hides the last decrease, and where lbfgs stops early)."""
+    rows = real_shaped_rows(n_pairs, 576, seed=1)
+    scaled = (rows.astype(np.float64) * c).astype(np.float32)
+    base, _, _ = _core.methods_fit(rows, "probe")
+    same, _, _ = _core.methods_fit(scaled, "probe", probe_l2=c * c)
+    assert cos(base, same) > 1 - 1e-10
+    d, _, info = _core.methods_fit(scaled, "probe", probe_l2=1.0)
+    w = info[0] * d.astype(np.float64)
+    g0 = np.linalg.norm(probe_gradient(scaled, np.zeros_like(w), 0.0, 1.0))
+    assert np.linalg.norm(probe_gradient(scaled, w, info[1], 1.0)) <= 1e-5 * g0
+    assert info[2] < 40
+
+
 def test_probe_single_pair_is_the_difference():
     rows = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, -1.0]], np.float32)
     direction, ev, _ = _core.methods_fit(rows, "probe")
