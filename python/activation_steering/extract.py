@@ -10,7 +10,7 @@ once -> forwards over length-sorted, right-padded batches, stopped after the
 deepest requested layer, with hooks that pool each string's real tokens into
 one [layers, N, D] float32 buffer; text that many strings share (the chat
 template's system turn, an example repeated once per suffix) runs once through
-a KV cache (capture.py) -> the direction of every layer in one C call with the
+a KV cache (activations/pooled.py) -> the direction of every layer in one C call with the
 GIL released: exact PCA (csrc/core/pca.c), or the mean difference / the logistic
 probe (csrc/core/extract_methods.c) -> SteeringVector.
 
@@ -44,7 +44,7 @@ import os
 import numpy as np
 
 from .config import GlobalConfig, log
-from .layers import find_decoder_layers, resolve_layer_ids, unwrap_model
+from .activations.layers import find_decoder_layers, resolve_layer_ids, unwrap_model
 
 PCA_METHODS = ("pca_pairwise", "pca_center", "pca_diff")
 METHODS = PCA_METHODS + ("mean_diff", "probe")
@@ -130,7 +130,8 @@ class SteeringVector:
                 is still returned in activation space). Used by method="probe" only.
         """
         from . import _core
-        from .capture import (capture_pooled, check_accumulate, pooling_spans, tokenize,
+        from .activations.pooled import capture_pooled
+        from .activations.tokens import (check_accumulate, pooling_spans, tokenize,
                               warn_suffix_fallback)
 
         # ---- every argument is checked before the model runs ----
@@ -209,7 +210,7 @@ class SteeringVector:
         directions = {lid: comps[j, 0].copy() for j, lid in enumerate(layer_ids)}
         variances = {lid: float(explained[j, 0]) for j, lid in enumerate(layer_ids)}
         if save_analysis:
-            from .analysis_plots import save_analysis_figures
+            from .vectors.plots import save_analysis_figures
 
             paths = save_analysis_figures(proj, explained, layer_ids, output_dir, method)
             log("SteeringVector", f"Saved {len(paths)} analysis figures to {output_dir}")
@@ -218,7 +219,7 @@ class SteeringVector:
 
     def save(self, file_path: str | os.PathLike) -> str:
         """Write `file_path` (+ ".svec" when missing) as SPEC JSON; returns the path written."""
-        from .svec_io import save_svec
+        from .vectors.svec import save_svec
 
         path = save_svec(file_path, self.model_type, self.directions, self.explained_variances)
         log("SteeringVector", f"Saved SteeringVector to {path}")
@@ -227,7 +228,7 @@ class SteeringVector:
     @classmethod
     def load(cls, file_path: str | os.PathLike) -> "SteeringVector":
         """Read a .svec file (".svec" appended when missing); never executes code."""
-        from .svec_io import load_svec
+        from .vectors.svec import load_svec
 
         model_type, directions, variances = load_svec(file_path)
         log("SteeringVector", f"Loaded directions for layers {list(directions)}")
