@@ -8,16 +8,18 @@
  *      names the argument;
  *   2. allocate outputs as NumPy arrays;
  *   3. call the core with the GIL released (Py_BEGIN/END_ALLOW_THREADS);
- *   4. map the status with raise_status(); `goto error` releases everything.
- * The core never sees a Python object, and this file holds no numerics.
- *
- * EDITING RULE for contributors: add your wrappers inside your subsystem's
- * banner section and your PyMethodDef lines in the matching block of
- * core_methods[] at the bottom. Do not reorder other sections.
+ *   4. on failure hand the core's error record (as_core.h as_error_t) to
+ *      raise_error(), the ONE status-to-exception translation; `goto error`
+ *      releases everything.
+ * The core never sees a Python object, this file holds no numerics, and it does
+ * not re-validate what the core validates: it only converts objects to arrays
+ * and checks what a conversion alone can tell (dimensions, lengths of arrays it
+ * must allocate for).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <numpy/arrayobject.h>
+#include <stdarg.h>
 
 #include "as_core.h"
 
@@ -25,11 +27,16 @@
 /*  Shared helpers                                                          */
 /* ======================================================================== */
 
-/* Map a core status to a Python exception; `what` names the operation. */
-static PyObject *raise_status(as_status st, const char *what) {
+/* THE translation of a core error record into a Python exception: the status
+ * picks the class (ValueError for bad input, MemoryError, RuntimeError for a
+ * solver failure), the message is the core's, and the record's fields become
+ * attributes (status, argument, index, layer, position, reason) so callers can
+ * act on them without reading the text. `subject` (may be NULL) is the text
+ * argument a position points into (a rule): it is quoted before the message
+ * and drawn again with a caret under the position. Always returns NULL. */
+static PyObject *raise_error(const as_error_t *e, PyObject *subject) {
     PyObject *exc = PyExc_RuntimeError;
-    switch (st) {
-    case AS_OK: return NULL;
+    switch (e->status) {
     case AS_ERR_INVALID_ARG:
     case AS_ERR_NONFINITE:
     case AS_ERR_PARSE:
@@ -37,8 +44,54 @@ static PyObject *raise_status(as_status st, const char *what) {
     case AS_ERR_NOMEM: exc = PyExc_MemoryError; break;
     default: break;
     }
-    PyErr_Format(exc, "%s: %s", what, as_status_message(st));
+    PyObject *msg = NULL;
+    if (subject && e->position >= 0 && e->argument) {
+        char *caret = PyMem_Malloc((size_t)e->position + 2);
+        if (!caret) return PyErr_NoMemory();
+        memset(caret, ' ', (size_t)e->position);
+        caret[e->position] = '^';
+        caret[e->position + 1] = '\0';
+        msg = PyUnicode_FromFormat("%s[%lld] %R %s\n    %U\n    %s", e->argument, (long long)e->index, subject,
+                                   e->message, subject, caret);
+        PyMem_Free(caret);
+    } else {
+        msg = PyUnicode_FromString(e->message[0] ? e->message : as_status_message(e->status));
+    }
+    if (!msg) return NULL;
+    PyObject *val = PyObject_CallOneArg(exc, msg);
+    Py_DECREF(msg);
+    if (!val) return NULL;
+    const char *names[6] = {"status", "argument", "index", "layer", "position", "reason"};
+    PyObject *vals[6] = {PyLong_FromLong((long)e->status),
+                         e->argument ? PyUnicode_FromString(e->argument) : Py_NewRef(Py_None),
+                         PyLong_FromLongLong((long long)e->index), PyLong_FromLongLong((long long)e->layer),
+                         PyLong_FromLongLong((long long)e->position),
+                         PyUnicode_FromString(e->reason ? e->reason : as_status_message(e->status))};
+    int ok = 1;
+    for (int i = 0; i < 6; i++) {
+        if (!vals[i] || (ok && PyObject_SetAttrString(val, names[i], vals[i]) < 0)) ok = 0;
+        Py_XDECREF(vals[i]);
+    }
+    if (!ok) {
+        Py_DECREF(val);
+        return NULL;
+    }
+    PyErr_SetObject(exc, val);
+    Py_DECREF(val);
     return NULL;
+}
+
+/* An error the binding itself finds while converting arguments goes through the
+ * same translation. */
+static PyObject *raise_arg(as_status st, const char *argument, const char *fmt, ...) {
+    as_error_t e;
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[AS_ERROR_MESSAGE_SIZE];
+    PyOS_vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    as_error_set(&e, st, argument, -1, -1, NULL, "%s", buf);
+    return raise_error(&e, NULL);
 }
 
 /* Borrow `obj` as a C-contiguous, aligned array of `type` with `ndim` dims.
@@ -47,8 +100,8 @@ static PyArrayObject *as_array(PyObject *obj, int type, int ndim, const char *na
     PyArrayObject *arr = (PyArrayObject *)PyArray_FROMANY(obj, type, ndim, ndim, NPY_ARRAY_IN_ARRAY);
     if (!arr) {
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s must be convertible to a %d-D %s array", name, ndim,
-                     type == NPY_FLOAT32 ? "float32" : type == NPY_FLOAT64 ? "float64" : "numeric");
+        raise_arg(AS_ERR_INVALID_ARG, name, "%s must be convertible to a %d-D %s array", name, ndim,
+                  type == NPY_FLOAT32 ? "float32" : type == NPY_FLOAT64 ? "float64" : "numeric");
     }
     return arr;
 }
@@ -76,7 +129,7 @@ static PyObject *py_gram_f32(PyObject *self, PyObject *arg) {
     if (!x) goto error;
     npy_intp n = PyArray_DIM(x, 0), d = PyArray_DIM(x, 1);
     if (n < 1 || d < 1) {
-        PyErr_Format(PyExc_ValueError, "x must be non-empty, got shape (%zd, %zd)", (Py_ssize_t)n, (Py_ssize_t)d);
+        raise_arg(AS_ERR_INVALID_ARG, "x", "x must be non-empty, got shape (%zd, %zd)", (Py_ssize_t)n, (Py_ssize_t)d);
         goto error;
     }
     npy_intp dims[2] = {d, d};
@@ -86,7 +139,10 @@ static PyObject *py_gram_f32(PyObject *self, PyObject *arg) {
     Py_BEGIN_ALLOW_THREADS
     st = as_linalg_gram_f32((const float *)PyArray_DATA(x), n, d, (float *)PyArray_DATA(out));
     Py_END_ALLOW_THREADS
-    if (st != AS_OK) { raise_status(st, "gram_f32"); goto error; }
+    if (st != AS_OK) {
+        raise_arg(st, "x", "gram_f32: %s", as_status_message(st));
+        goto error;
+    }
     Py_DECREF(x);
     return (PyObject *)out;
 error:
@@ -96,7 +152,7 @@ error:
 }
 
 /* ======================================================================== */
-/*  pca (extraction issue)                                                  */
+/*  pca                                                                     */
 /* ======================================================================== */
 
 /* pca_fit(rows, method="pca_pairwise", n_components=1, projections=False)
@@ -104,8 +160,8 @@ error:
  *   GIL-free call) or [2P, D] (one layer; outputs then lose their L axis).
  *   -> (components float32 [L, k, D], explained float64 [L, k],
  *       projections float64 [L, 2P, k] or None).
- * A failure in one layer raises ValueError(message, layer_position) so the
- * Python caller can name the layer id; str(exc.args[0]) is self-contained. */
+ * A failure raises through raise_error: exc.index is the failing layer's
+ * position in rows, exc.reason the core's sentence. */
 static int parse_pca_method(PyObject *obj, as_pca_method *out) {
     if (!PyUnicode_Check(obj)) {
         PyErr_SetString(PyExc_TypeError, "method must be a str: 'pca_pairwise', 'pca_center' or 'pca_diff'");
@@ -117,7 +173,7 @@ static int parse_pca_method(PyObject *obj, as_pca_method *out) {
     else if (strcmp(s, "pca_center") == 0) *out = AS_PCA_CENTER;
     else if (strcmp(s, "pca_diff") == 0) *out = AS_PCA_DIFF;
     else {
-        PyErr_Format(PyExc_ValueError, "method must be 'pca_pairwise', 'pca_center' or 'pca_diff', got %R", obj);
+        raise_arg(AS_ERR_INVALID_ARG, "method", "method must be 'pca_pairwise', 'pca_center' or 'pca_diff', got '%s'", s);
         return -1;
     }
     return 0;
@@ -133,24 +189,22 @@ static PyObject *py_pca_fit(PyObject *self, PyObject *args, PyObject *kwargs) {
                                      &want_proj))
         return NULL;
     if (method_obj && parse_pca_method(method_obj, &method) < 0) return NULL;
-    if (n_components != 1 && n_components != 2) {
-        PyErr_Format(PyExc_ValueError, "n_components must be 1 or 2, got %d", n_components);
-        return NULL;
-    }
+    if (n_components != 1 && n_components != 2) /* sizes the outputs: checked before allocating them */
+        return raise_arg(AS_ERR_INVALID_ARG, "n_components", "n_components must be 1 or 2, got %d", n_components);
     rows = (PyArrayObject *)PyArray_FROMANY(rows_obj, NPY_FLOAT32, 2, 3, NPY_ARRAY_IN_ARRAY);
     if (!rows) {
         PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "rows must be convertible to a float32 array of shape [2P, D] or [L, 2P, D]");
+        raise_arg(AS_ERR_INVALID_ARG, "rows", "rows must be convertible to a float32 array of shape [2P, D] or [L, 2P, D]");
         goto error;
     }
     const int single = PyArray_NDIM(rows) == 2;
     const npy_intp n_layers = single ? 1 : PyArray_DIM(rows, 0);
     const npy_intp n_rows = PyArray_DIM(rows, single ? 0 : 1), d = PyArray_DIM(rows, single ? 1 : 2);
     if (n_layers < 1 || n_rows < 2 || n_rows % 2 != 0 || d < 1) {
-        PyErr_Format(PyExc_ValueError,
-                     "rows must hold >= 1 layer of an even number (>= 2) of interleaved positive/negative rows "
-                     "of size >= 1, got %zd layer(s) x %zd row(s) x %zd",
-                     (Py_ssize_t)n_layers, (Py_ssize_t)n_rows, (Py_ssize_t)d);
+        raise_arg(AS_ERR_INVALID_ARG, "rows",
+                  "rows must hold >= 1 layer of an even number (>= 2) of interleaved positive/negative rows "
+                  "of size >= 1, got %zd layer(s) x %zd row(s) x %zd",
+                  (Py_ssize_t)n_layers, (Py_ssize_t)n_rows, (Py_ssize_t)d);
         goto error;
     }
     const npy_intp k = n_components;
@@ -163,33 +217,18 @@ static PyObject *py_pca_fit(PyObject *self, PyObject *args, PyObject *kwargs) {
         if (!proj) goto error;
     }
     as_status st;
-    int64_t failed = -1;
-    const char *detail = NULL;
+    as_error_t e;
     Py_BEGIN_ALLOW_THREADS
     st = as_pca_fit_layers((const float *)PyArray_DATA(rows), n_layers, n_rows / 2, d, method, n_components,
                            (float *)PyArray_DATA(comp), (double *)PyArray_DATA(expl),
-                           proj ? (double *)PyArray_DATA(proj) : NULL, &failed, &detail);
+                           proj ? (double *)PyArray_DATA(proj) : NULL, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
-        PyObject *exc = st == AS_ERR_NOMEM ? PyExc_MemoryError
-                        : (st == AS_ERR_INVALID_ARG || st == AS_ERR_NONFINITE) ? PyExc_ValueError
-                                                                              : PyExc_RuntimeError;
-        PyObject *msg = PyUnicode_FromFormat("pca_fit: layer position %lld: %s", (long long)failed,
-                                             detail ? detail : as_status_message(st));
-        if (msg) {
-            PyObject *val = Py_BuildValue("(NL)", msg, (long long)failed);
-            if (val) {
-                PyErr_SetObject(exc, val);
-                Py_DECREF(val);
-            }
-        }
+        raise_error(&e, NULL);
         goto error;
     }
     Py_DECREF(rows);
-    if (!proj) {
-        Py_INCREF(Py_None);
-        proj = (PyArrayObject *)Py_None;
-    }
+    if (!proj) proj = (PyArrayObject *)Py_NewRef(Py_None);
     return Py_BuildValue("(NNN)", comp, expl, proj);
 error:
     Py_XDECREF(rows);
@@ -201,63 +240,35 @@ error:
 
 
 /* ======================================================================== */
-/*  condsearch (find_best_condition_point issue)                            */
+/*  condsearch                                                              */
 /* ======================================================================== */
 
-/* Checked conversion of the search's common inputs: sims[n, L] float64 and
- * labels[n] (bool or uint8, values 0/1). New references, or -1 with ValueError. */
+/* Conversion of the search's common inputs: sims[n, L] float64 and labels[n]
+ * (bool or uint8). The core checks their values. New references, or -1. */
 static int condsearch_inputs(PyObject *sims_obj, PyObject *labels_obj, PyArrayObject **sims, PyArrayObject **labels) {
     *sims = as_array(sims_obj, NPY_FLOAT64, 2, "sims");
     if (!*sims) return -1;
     *labels = (PyArrayObject *)PyArray_FROMANY(labels_obj, NPY_UINT8, 1, 1, NPY_ARRAY_IN_ARRAY);
     if (!*labels) {
         PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "labels must be a 1-D bool or uint8 array (1 = positive string)");
+        raise_arg(AS_ERR_INVALID_ARG, "labels", "labels must be a 1-D bool or uint8 array (1 = positive string)");
         return -1;
     }
-    npy_intp n = PyArray_DIM(*sims, 0), L = PyArray_DIM(*sims, 1);
-    if (n < 1 || L < 1) {
-        PyErr_Format(PyExc_ValueError, "sims must be non-empty [n_strings, n_layers], got shape (%zd, %zd)",
-                     (Py_ssize_t)n, (Py_ssize_t)L);
+    if (PyArray_DIM(*labels, 0) != PyArray_DIM(*sims, 0)) {
+        raise_arg(AS_ERR_INVALID_ARG, "labels", "labels has %zd entries but sims has %zd rows",
+                  (Py_ssize_t)PyArray_DIM(*labels, 0), (Py_ssize_t)PyArray_DIM(*sims, 0));
         return -1;
     }
-    if (PyArray_DIM(*labels, 0) != n) {
-        PyErr_Format(PyExc_ValueError, "labels has %zd entries but sims has %zd rows", (Py_ssize_t)PyArray_DIM(*labels, 0),
-                     (Py_ssize_t)n);
-        return -1;
-    }
-    if ((int64_t)n > AS_CONDSEARCH_MAX_STRINGS) {
-        PyErr_Format(PyExc_ValueError, "sims has %zd rows; the search supports at most %lld strings", (Py_ssize_t)n,
-                     (long long)AS_CONDSEARCH_MAX_STRINGS);
-        return -1;
-    }
-    const uint8_t *lab = (const uint8_t *)PyArray_DATA(*labels);
-    for (npy_intp s = 0; s < n; s++)
-        if (lab[s] > 1) {
-            PyErr_Format(PyExc_ValueError, "labels must be 0 or 1, got %d at index %zd", (int)lab[s], (Py_ssize_t)s);
-            return -1;
-        }
     return 0;
 }
 
-/* The number of combinations, or -1 with a ValueError naming max_layers_to_combine. */
+/* The number of combinations (sizes the optional score tables), or -1 with the
+ * core's error raised. */
 static int64_t condsearch_n_combos(int64_t n_layers, int64_t max_combine) {
-    if (max_combine < 1 || max_combine > n_layers) {
-        PyErr_Format(PyExc_ValueError, "max_layers_to_combine must be in 1..%lld (the number of layers searched), got %lld",
-                     (long long)n_layers, (long long)max_combine);
-        return -1;
-    }
     int64_t n_combos = 0;
-    as_status st = as_condsearch_count_combos(n_layers, max_combine, AS_CONDSEARCH_MAX_COMBOS, &n_combos);
-    if (st == AS_ERR_RANGE) {
-        PyErr_Format(PyExc_ValueError,
-                     "max_layers_to_combine=%lld over %lld layers gives more than %lld layer combinations; "
-                     "lower max_layers_to_combine or narrow layer_range",
-                     (long long)max_combine, (long long)n_layers, (long long)AS_CONDSEARCH_MAX_COMBOS);
-        return -1;
-    }
-    if (st != AS_OK) {
-        raise_status(st, "condsearch");
+    as_error_t e;
+    if (as_condsearch_count_combos(n_layers, max_combine, AS_CONDSEARCH_MAX_COMBOS, &n_combos, &e) != AS_OK) {
+        raise_error(&e, NULL);
         return -1;
     }
     return n_combos;
@@ -290,10 +301,6 @@ static PyObject *condsearch_result(const as_condsearch_best_t *best, const int64
 static PyObject *py_condsearch_count(PyObject *self, PyObject *args) {
     long long n_layers, max_combine;
     if (!PyArg_ParseTuple(args, "LL:condsearch_count", &n_layers, &max_combine)) return NULL;
-    if (n_layers < 1) {
-        PyErr_Format(PyExc_ValueError, "n_layers must be >= 1, got %lld", n_layers);
-        return NULL;
-    }
     int64_t n = condsearch_n_combos(n_layers, max_combine);
     return n < 0 ? NULL : PyLong_FromLongLong((long long)n);
 }
@@ -314,46 +321,33 @@ static PyObject *py_condsearch_grid(PyObject *self, PyObject *args, PyObject *kw
     thr = as_array(thr_obj, NPY_FLOAT64, 1, "thresholds");
     if (!thr) goto error;
     int64_t n = PyArray_DIM(sims, 0), L = PyArray_DIM(sims, 1), T = PyArray_DIM(thr, 0);
-    if (T < 1 || T >= INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "thresholds must have 1..%d values, got %lld", INT32_MAX - 1, (long long)T);
-        goto error;
-    }
-    const double *t = (const double *)PyArray_DATA(thr);
-    for (int64_t j = 0; j < T; j++) {
-        if (!isfinite(t[j])) {
-            PyErr_Format(PyExc_ValueError, "thresholds must be finite (NaN or Inf at index %lld)", (long long)j);
-            goto error;
-        }
-        if (j > 0 && t[j] < t[j - 1]) {
-            PyErr_Format(PyExc_ValueError, "thresholds must be non-decreasing (index %lld)", (long long)j);
-            goto error;
-        }
-    }
-    int64_t n_combos = condsearch_n_combos(L, max_combine);
-    if (n_combos < 0) goto error;
-    if (return_scores) {
-        if (n_combos > (int64_t)(NPY_MAX_INTP / 16) / T) {
-            PyErr_Format(PyExc_MemoryError, "a score table of %lld combinations x %lld thresholds is too large",
-                         (long long)n_combos, (long long)T);
+    if (return_scores) { /* the score table is sized by the combinations */
+        int64_t n_combos = condsearch_n_combos(L, max_combine);
+        if (n_combos < 0) goto error;
+        if (T > 0 && n_combos > (int64_t)(NPY_MAX_INTP / 16) / T) {
+            raise_arg(AS_ERR_NOMEM, "thresholds", "a score table of %lld combinations x %lld thresholds is too large",
+                      (long long)n_combos, (long long)T);
             goto error;
         }
         npy_intp dims[3] = {(npy_intp)n_combos, (npy_intp)T, 2};
         scores = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT64);
         if (!scores) goto error;
     }
-    cols = PyMem_Malloc((size_t)max_combine * sizeof *cols);
+    cols = PyMem_Malloc((size_t)(max_combine > 0 ? max_combine : 1) * sizeof *cols);
     if (!cols) {
         PyErr_NoMemory();
         goto error;
     }
     as_condsearch_best_t best;
+    as_error_t e;
     as_status st;
     Py_BEGIN_ALLOW_THREADS
     st = as_condsearch_grid((const double *)PyArray_DATA(sims), n, L, (const uint8_t *)PyArray_DATA(labels),
-                            (int64_t)max_combine, t, T, &best, cols, scores ? (double *)PyArray_DATA(scores) : NULL);
+                            (int64_t)max_combine, (const double *)PyArray_DATA(thr), T, &best, cols,
+                            scores ? (double *)PyArray_DATA(scores) : NULL, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
-        raise_status(st, st == AS_ERR_NONFINITE ? "condsearch_grid: sims" : "condsearch_grid");
+        raise_error(&e, NULL);
         goto error;
     }
     PyObject *extra = scores ? (PyObject *)scores : Py_NewRef(Py_None);
@@ -386,26 +380,27 @@ static PyObject *py_condsearch_exact(PyObject *self, PyObject *args, PyObject *k
         return NULL;
     if (condsearch_inputs(sims_obj, labels_obj, &sims, &labels) < 0) goto error;
     int64_t n = PyArray_DIM(sims, 0), L = PyArray_DIM(sims, 1);
-    int64_t n_combos = condsearch_n_combos(L, max_combine);
-    if (n_combos < 0) goto error;
     if (return_per_combo) {
+        int64_t n_combos = condsearch_n_combos(L, max_combine);
+        if (n_combos < 0) goto error;
         npy_intp dims[3] = {(npy_intp)n_combos, 2, 2};
         per = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT64);
         if (!per) goto error;
     }
-    cols = PyMem_Malloc((size_t)max_combine * sizeof *cols);
+    cols = PyMem_Malloc((size_t)(max_combine > 0 ? max_combine : 1) * sizeof *cols);
     if (!cols) {
         PyErr_NoMemory();
         goto error;
     }
     as_condsearch_best_t best;
+    as_error_t e;
     as_status st;
     Py_BEGIN_ALLOW_THREADS
     st = as_condsearch_exact((const double *)PyArray_DATA(sims), n, L, (const uint8_t *)PyArray_DATA(labels),
-                             (int64_t)max_combine, &best, cols, per ? (double *)PyArray_DATA(per) : NULL);
+                             (int64_t)max_combine, &best, cols, per ? (double *)PyArray_DATA(per) : NULL, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
-        raise_status(st, st == AS_ERR_NONFINITE ? "condsearch_exact: sims" : "condsearch_exact");
+        raise_error(&e, NULL);
         goto error;
     }
     PyObject *extra = per ? (PyObject *)per : Py_NewRef(Py_None);
@@ -424,68 +419,23 @@ error:
 }
 
 /* ======================================================================== */
-/*  rules + plan (steering runtime issue)                                   */
+/*  rules + plan                                                            */
 /* ======================================================================== */
 
 /* rules_compile(rules: sequence[str], n_conditions: int, n_behaviors: int)
  *   -> uint8 [n_behaviors, 2 ** n_conditions] truth tables (see as_rules.h).
  * A malformed rule raises ValueError quoting the rule, the character position
  * and a caret under the offending token. */
-static PyObject *rules_error(PyObject *rule, const char *text, Py_ssize_t nbytes, const as_rules_error_t *e,
-                             int64_t n_conditions, int64_t n_behaviors) {
-    /* byte offset -> character offset (count UTF-8 lead bytes) */
-    Py_ssize_t chars = 0;
-    for (Py_ssize_t i = 0; i < e->offset && i < nbytes; i++)
-        if (((unsigned char)text[i] & 0xC0) != 0x80) chars++;
-    char *caret = PyMem_Malloc((size_t)chars + 2);
-    if (!caret) return PyErr_NoMemory();
-    memset(caret, ' ', (size_t)chars);
-    caret[chars] = '^';
-    caret[chars + 1] = '\0';
-    PyObject *detail = NULL;
-    if (e->kind == 'C' || e->kind == 'B') {
-        const int is_c = e->kind == 'C';
-        const long long count = (long long)(is_c ? n_conditions : n_behaviors);
-        const char *noun = is_c ? "condition" : "behaviour";
-        if (count == 0)
-            detail = PyUnicode_FromFormat("%c%lld names a %s but none were given", e->kind, (long long)e->number, noun);
-        else if (e->number < 1)
-            detail = PyUnicode_FromFormat("%c%lld is not a %s: they are numbered from 1 (%c1..%c%lld)", e->kind,
-                                          (long long)e->number, noun, e->kind, e->kind, count);
-        else
-            detail = PyUnicode_FromFormat("it names %c%lld but only %lld %s(s) were given (%c1..%c%lld)", e->kind,
-                                          (long long)e->number, count, noun, e->kind, e->kind, count);
-    } else {
-        detail = PyUnicode_FromString(e->message ? e->message : "malformed rule");
-    }
-    if (detail)
-        PyErr_Format(PyExc_ValueError,
-                     "rules[%lld] %R is malformed at character %zd: %U. Rules read 'if <expr> then B<k>' where "
-                     "<expr> combines C<j> with and/or/not and parentheses.\n    %U\n    %s",
-                     (long long)e->rule, rule, chars, detail, rule, caret);
-    Py_XDECREF(detail);
-    PyMem_Free(caret);
-    return NULL;
-}
-
 static PyObject *py_rules_compile(PyObject *self, PyObject *args) {
     PyObject *rules_obj = NULL, *seq = NULL;
     long long n_conditions = 0, n_behaviors = 0;
     const char **texts = NULL;
     int64_t *lengths = NULL;
+    uint8_t *work = NULL;
     PyArrayObject *tables = NULL;
     if (!PyArg_ParseTuple(args, "OLL:rules_compile", &rules_obj, &n_conditions, &n_behaviors)) return NULL;
     if (PyUnicode_Check(rules_obj)) {
         PyErr_SetString(PyExc_TypeError, "rules must be a list of str (one rule per item), got a single str");
-        return NULL;
-    }
-    if (n_conditions < 0 || n_conditions > AS_RULES_MAX_CONDITIONS) {
-        PyErr_Format(PyExc_ValueError, "rules support at most %d conditions, got %lld", AS_RULES_MAX_CONDITIONS,
-                     n_conditions);
-        return NULL;
-    }
-    if (n_behaviors < 1) {
-        PyErr_Format(PyExc_ValueError, "rules need at least one behaviour, got %lld", n_behaviors);
         return NULL;
     }
     seq = PySequence_Fast(rules_obj, "rules must be a list of str");
@@ -506,29 +456,31 @@ static PyObject *py_rules_compile(PyObject *self, PyObject *args) {
         if (!texts[i]) goto error;
         lengths[i] = len;
     }
-    npy_intp dims[2] = {(npy_intp)n_behaviors, (npy_intp)1 << n_conditions};
-    tables = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
-    if (!tables) goto error;
-    as_rules_error_t e = {-1, 0, 0, 0, NULL};
+    /* The core checks the counts; the table it fills is sized from them only once they are sane. */
+    const int counts_ok = n_conditions >= 0 && n_conditions <= AS_MAX_CONDITIONS && n_behaviors >= 1;
+    const size_t n_masks = counts_ok ? (size_t)1 << n_conditions : 1;
+    work = PyMem_Malloc(counts_ok ? (size_t)n_behaviors * n_masks : 1);
+    if (!work) { PyErr_NoMemory(); goto error; }
+    as_error_t e;
     as_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = as_rules_compile(texts, lengths, n, n_conditions, n_behaviors, (uint8_t *)PyArray_DATA(tables), &e);
+    st = as_rules_compile(texts, lengths, n, n_conditions, n_behaviors, work, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
-        if ((st == AS_ERR_PARSE || st == AS_ERR_RANGE) && e.rule >= 0 && e.rule < n)
-            rules_error(PySequence_Fast_GET_ITEM(seq, e.rule), texts[e.rule], (Py_ssize_t)lengths[e.rule], &e,
-                        n_conditions, n_behaviors);
-        else if (e.message)
-            PyErr_Format(st == AS_ERR_NOMEM ? PyExc_MemoryError : PyExc_ValueError, "rules_compile: %s", e.message);
-        else
-            raise_status(st, "rules_compile");
+        raise_error(&e, e.position >= 0 && e.index >= 0 && e.index < n ? PySequence_Fast_GET_ITEM(seq, e.index) : NULL);
         goto error;
     }
+    npy_intp dims[2] = {(npy_intp)n_behaviors, (npy_intp)n_masks};
+    tables = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
+    if (!tables) goto error;
+    memcpy(PyArray_DATA(tables), work, (size_t)n_behaviors * n_masks);
+    PyMem_Free(work);
     PyMem_Free(texts);
     PyMem_Free(lengths);
     Py_DECREF(seq);
     return (PyObject *)tables;
 error:
+    PyMem_Free(work);
     PyMem_Free(texts);
     PyMem_Free(lengths);
     Py_XDECREF(seq);
@@ -536,194 +488,237 @@ error:
     return NULL;
 }
 
-/* plan_compile(n_layers, hidden_size, vector_names, layer_names, n_avail, avail_layers,
- *              avail_sizes, avail_data, avail_evr, n_use, use_layers, scale, use_evr)
- *   -> (rows float32 [U, D], layer_offsets int64 [L + 1], layer_rows int64 [U]).
- * See as_plan.h for the arrays. vector_names[i] / layer_names[i] name item i's
- * vector argument and layer-id argument in error messages (e.g.
- * "condition_vectors[1]" / "condition_layer_ids[1]"). */
-static PyObject *plan_error(as_status st, const as_plan_error_t *e, PyObject *vnames, PyObject *lnames,
-                            PyArrayObject *n_avail, PyArrayObject *avail_layers) {
-    if (e->item < 0) {
-        PyErr_Format(PyExc_ValueError, "plan_compile: %s", e->message ? e->message : as_status_message(st));
+/* plan_compile(n_layers, hidden_size, behaviors, conditions, tables) -> dict
+ *   behaviors[m]: None (no vector) or a vector tuple; conditions[n]: vector tuples;
+ *   tables: uint8 [m, 2**n] (as rules_compile returns) or None (always on).
+ *   A vector tuple is
+ *     (name, layer_name, value_name, keys int64[A], directions [A] (anything
+ *      numpy converts to float32), evr float64[A], has_evr uint8[A],
+ *      use_layers int64[U], value (strength or threshold), use_evr, smaller, last)
+ *   The result holds the per-layer tables of as_plan.h: cond_offsets [L+1],
+ *   cond_rows [Uc, D] f32, cond_index [Uc], cond_thresholds [Uc] f32,
+ *   cond_codes [Uc, 3], beh_offsets [L+1], beh_rows [Ub, D] f32, beh_index [Ub],
+ *   beh_tables [Ub, S] u8, layer_gated [L] u8. Every check is the core's. */
+typedef struct {
+    PyObject *refs;            /* list keeping every converted array alive */
+    as_plan_vector_t *vecs;
+    int64_t n;
+} plan_vectors_t;
+
+static PyArrayObject *plan_keep(PyObject *refs, PyArrayObject *arr) {
+    if (!arr) return NULL;
+    if (PyList_Append(refs, (PyObject *)arr) < 0) {
+        Py_DECREF(arr);
         return NULL;
     }
-    PyObject *vname = PySequence_Fast_GET_ITEM(vnames, e->item);
-    PyObject *lname = PySequence_Fast_GET_ITEM(lnames, e->item);
-    const long long layer = (long long)e->layer;
-    switch (e->kind) {
-    case AS_PLAN_ERR_LAYER_RANGE:
-        PyErr_Format(PyExc_ValueError, "%U: layer id %lld is out of range for a model with %lld layers", lname, layer,
-                     (long long)e->expected);
-        break;
-    case AS_PLAN_ERR_LAYER_TWICE:
-        PyErr_Format(PyExc_ValueError, "%U: layer %lld is listed twice; list each layer once", lname, layer);
-        break;
-    case AS_PLAN_ERR_NONFINITE_SCALE:
-        PyErr_Format(PyExc_ValueError, "the strength for %U is NaN or Inf; pass a finite number", vname);
-        break;
-    case AS_PLAN_ERR_NONFINITE_DIRECTION:
-    case AS_PLAN_ERR_NONFINITE_EVR:
-        PyErr_Format(PyExc_ValueError, "%U at layer %lld: %s; fix or retrain the vector", vname, layer, e->message);
-        break;
-    case AS_PLAN_ERR_HIDDEN_SIZE:
-        PyErr_Format(PyExc_ValueError,
-                     "%U: the direction for layer %lld has %lld values but the model's hidden size is %lld; "
-                     "use a vector trained on this model",
-                     vname, layer, (long long)e->got, (long long)e->expected);
-        break;
-    case AS_PLAN_ERR_MISSING_LAYER: {
-        /* list the layers the vector does have */
-        const int64_t *na = (const int64_t *)PyArray_DATA(n_avail);
-        const int64_t *al = (const int64_t *)PyArray_DATA(avail_layers);
-        int64_t a0 = 0;
-        for (int64_t i = 0; i < e->item; i++) a0 += na[i];
-        PyObject *have = PyList_New(0);
-        if (!have) return NULL;
-        for (int64_t a = a0; a < a0 + na[e->item]; a++) {
-            PyObject *v = PyLong_FromLongLong((long long)al[a]);
-            if (!v || PyList_Append(have, v) < 0) {
-                Py_XDECREF(v);
-                Py_DECREF(have);
-                return NULL;
-            }
-            Py_DECREF(v);
+    Py_DECREF(arr); /* the list holds it */
+    return arr;
+}
+
+static void *plan_alloc(PyObject *refs, size_t bytes) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(bytes > 0 ? bytes : 1));
+    if (!b) return NULL;
+    if (PyList_Append(refs, b) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    Py_DECREF(b);
+    return PyBytes_AS_STRING(b);
+}
+
+/* Convert one vector tuple into *v (arrays kept alive by `refs`). */
+static int plan_vector(PyObject *refs, PyObject *tup, const char *what, Py_ssize_t i, as_plan_vector_t *v) {
+    PyObject *keys_o, *dirs_o, *evr_o, *has_o, *use_o;
+    const char *name, *layer_name, *value_name;
+    double value;
+    int use_evr, smaller, last;
+    memset(v, 0, sizeof *v);
+    if (!PyTuple_Check(tup) ||
+        !PyArg_ParseTuple(tup, "sssOOOOOdiii", &name, &layer_name, &value_name, &keys_o, &dirs_o, &evr_o, &has_o,
+                          &use_o, &value, &use_evr, &smaller, &last)) {
+        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "plan_compile: %s[%zd] must be a 12-tuple (see the docstring)", what, i);
         }
-        if (PyList_Sort(have) == 0)
-            PyErr_Format(PyExc_ValueError,
-                         "%U has no direction for layer %lld (requested in %U); it has layers %R. "
-                         "Choose layer ids the vector was trained on",
-                         vname, layer, lname, have);
-        Py_DECREF(have);
-        break;
+        return -1;
     }
-    default:
-        PyErr_Format(st == AS_ERR_NOMEM ? PyExc_MemoryError : PyExc_ValueError, "plan_compile: %s",
-                     e->message ? e->message : as_status_message(st));
-        break;
+    PyArrayObject *keys = plan_keep(refs, as_array(keys_o, NPY_INT64, 1, "keys"));
+    PyArrayObject *evr = keys ? plan_keep(refs, as_array(evr_o, NPY_FLOAT64, 1, "evr")) : NULL;
+    PyArrayObject *has = evr ? plan_keep(refs, as_array(has_o, NPY_UINT8, 1, "has_evr")) : NULL;
+    PyArrayObject *use = has ? plan_keep(refs, as_array(use_o, NPY_INT64, 1, "use_layers")) : NULL;
+    if (!use) return -1;
+    PyObject *dirs = PySequence_Fast(dirs_o, "directions must be a sequence");
+    if (!dirs) return -1;
+    const Py_ssize_t A = PySequence_Fast_GET_SIZE(dirs);
+    if (PyList_Append(refs, dirs) < 0) { Py_DECREF(dirs); return -1; }
+    Py_DECREF(dirs);
+    if (PyArray_DIM(keys, 0) != A || PyArray_DIM(evr, 0) != A || PyArray_DIM(has, 0) != A) {
+        raise_arg(AS_ERR_INVALID_ARG, name, "plan_compile: %s: keys, directions, evr and has_evr differ in length", name);
+        return -1;
     }
-    return NULL;
+    int64_t *ndim = plan_alloc(refs, (size_t)A * sizeof(int64_t));
+    int64_t *shape = plan_alloc(refs, (size_t)A * 2 * sizeof(int64_t));
+    const float **data = plan_alloc(refs, (size_t)A * sizeof(float *));
+    if (!ndim || !shape || !data) return -1;
+    const int64_t *kp = (const int64_t *)PyArray_DATA(keys);
+    for (Py_ssize_t a = 0; a < A; a++) {
+        PyArrayObject *d = (PyArrayObject *)PyArray_FROMANY(PySequence_Fast_GET_ITEM(dirs, a), NPY_FLOAT32, 0, 0,
+                                                            NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+        if (!d) {
+            PyErr_Clear();
+            raise_arg(AS_ERR_INVALID_ARG, name, "%s: the direction for layer %lld is not a float array", name,
+                      (long long)kp[a]);
+            return -1;
+        }
+        if (!plan_keep(refs, d)) return -1;
+        ndim[a] = PyArray_NDIM(d);
+        shape[2 * a] = ndim[a] > 0 ? PyArray_DIM(d, 0) : -1;
+        shape[2 * a + 1] = ndim[a] > 1 ? PyArray_DIM(d, 1) : -1;
+        data[a] = (const float *)PyArray_DATA(d);
+    }
+    v->present = 1;
+    v->name = name; /* owned by the tuple, which the caller's list keeps alive */
+    v->layer_name = layer_name;
+    v->value_name = value_name;
+    v->n_avail = A;
+    v->avail_layers = kp;
+    v->avail_ndim = ndim;
+    v->avail_shape = shape;
+    v->avail_data = data;
+    v->avail_evr = (const double *)PyArray_DATA(evr);
+    v->avail_has_evr = (const uint8_t *)PyArray_DATA(has);
+    v->n_use = PyArray_DIM(use, 0);
+    v->use_layers = (const int64_t *)PyArray_DATA(use);
+    v->scale = value;
+    v->threshold = value;
+    v->use_evr = use_evr != 0;
+    v->smaller = smaller != 0;
+    v->last = last != 0;
+    return 0;
+}
+
+static int plan_vectors(PyObject *refs, PyObject *obj, const char *what, int allow_none, plan_vectors_t *out) {
+    PyObject *seq = PySequence_Fast(obj, "plan_compile: behaviors and conditions must be lists");
+    if (!seq) return -1;
+    if (PyList_Append(refs, seq) < 0) { Py_DECREF(seq); return -1; }
+    Py_DECREF(seq);
+    out->n = PySequence_Fast_GET_SIZE(seq);
+    out->vecs = plan_alloc(refs, (size_t)out->n * sizeof(as_plan_vector_t));
+    if (!out->vecs) return -1;
+    for (Py_ssize_t i = 0; i < out->n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (item == Py_None && allow_none) {
+            memset(&out->vecs[i], 0, sizeof out->vecs[i]);
+            continue;
+        }
+        if (plan_vector(refs, item, what, i, &out->vecs[i]) < 0) return -1;
+    }
+    return 0;
 }
 
 static PyObject *py_plan_compile(PyObject *self, PyObject *args) {
     long long n_layers = 0, hidden = 0;
-    PyObject *vnames_obj, *lnames_obj, *o_navail, *o_alayers, *o_asizes, *o_adata, *o_aevr, *o_nuse, *o_ulayers,
-        *o_scale, *o_useevr;
-    PyObject *vnames = NULL, *lnames = NULL;
-    PyArrayObject *navail = NULL, *alayers = NULL, *asizes = NULL, *adata = NULL, *aevr = NULL, *nuse = NULL,
-                  *ulayers = NULL, *scale = NULL, *useevr = NULL;
-    PyArrayObject *rows = NULL, *offsets = NULL, *lrows = NULL;
-    if (!PyArg_ParseTuple(args, "LLOOOOOOOOOOO:plan_compile", &n_layers, &hidden, &vnames_obj, &lnames_obj, &o_navail,
-                          &o_alayers, &o_asizes, &o_adata, &o_aevr, &o_nuse, &o_ulayers, &o_scale, &o_useevr))
-        return NULL;
-    if (n_layers < 1 || hidden < 1) {
-        PyErr_Format(PyExc_ValueError, "n_layers and hidden_size must be >= 1, got %lld and %lld", n_layers, hidden);
-        return NULL;
-    }
-    vnames = PySequence_Fast(vnames_obj, "vector_names must be a sequence of str");
-    if (!vnames) goto error;
-    lnames = PySequence_Fast(lnames_obj, "layer_names must be a sequence of str");
-    if (!lnames) goto error;
-    if (!(navail = as_array(o_navail, NPY_INT64, 1, "n_avail"))) goto error;
-    if (!(alayers = as_array(o_alayers, NPY_INT64, 1, "avail_layers"))) goto error;
-    if (!(asizes = as_array(o_asizes, NPY_INT64, 1, "avail_sizes"))) goto error;
-    if (!(adata = as_array(o_adata, NPY_FLOAT32, 1, "avail_data"))) goto error;
-    if (!(aevr = as_array(o_aevr, NPY_FLOAT64, 1, "avail_evr"))) goto error;
-    if (!(nuse = as_array(o_nuse, NPY_INT64, 1, "n_use"))) goto error;
-    if (!(ulayers = as_array(o_ulayers, NPY_INT64, 1, "use_layers"))) goto error;
-    if (!(scale = as_array(o_scale, NPY_FLOAT64, 1, "scale"))) goto error;
-    if (!(useevr = as_array(o_useevr, NPY_UINT8, 1, "use_evr"))) goto error;
-    const npy_intp n_items = PyArray_DIM(navail, 0);
-    if (PySequence_Fast_GET_SIZE(vnames) != n_items || PySequence_Fast_GET_SIZE(lnames) != n_items || PyArray_DIM(nuse, 0) != n_items ||
-        PyArray_DIM(scale, 0) != n_items || PyArray_DIM(useevr, 0) != n_items) {
-        PyErr_SetString(PyExc_ValueError,
-                        "plan_compile: vector_names, layer_names, n_avail, n_use, scale and use_evr must have one entry per item");
+    PyObject *beh_obj, *cond_obj, *tables_obj;
+    PyObject *refs = NULL, *res = NULL;
+    PyArrayObject *tables = NULL;
+    PyArrayObject *o[10] = {NULL};
+    if (!PyArg_ParseTuple(args, "LLOOO:plan_compile", &n_layers, &hidden, &beh_obj, &cond_obj, &tables_obj)) return NULL;
+    if (n_layers < 1 || hidden < 1)
+        return raise_arg(AS_ERR_INVALID_ARG, "n_layers", "n_layers and hidden_size must be >= 1, got %lld and %lld",
+                         n_layers, hidden);
+    refs = PyList_New(0);
+    if (!refs) return NULL;
+    plan_vectors_t beh = {0}, cond = {0};
+    if (plan_vectors(refs, beh_obj, "behaviors", 1, &beh) < 0 || plan_vectors(refs, cond_obj, "conditions", 0, &cond) < 0)
         goto error;
-    }
-    for (npy_intp i = 0; i < n_items; i++)
-        if (!PyUnicode_Check(PySequence_Fast_GET_ITEM(vnames, i)) || !PyUnicode_Check(PySequence_Fast_GET_ITEM(lnames, i))) {
-            PyErr_SetString(PyExc_TypeError, "plan_compile: vector_names and layer_names must hold str");
+    int64_t ub = 0, uc = 0;
+    for (int64_t k = 0; k < beh.n; k++) ub += beh.vecs[k].present ? beh.vecs[k].n_use : 0;
+    for (int64_t j = 0; j < cond.n; j++) uc += cond.vecs[j].n_use;
+    npy_intp S = 1;
+    if (tables_obj != Py_None) {
+        tables = as_array(tables_obj, NPY_UINT8, 2, "tables");
+        if (!tables) goto error;
+        if (cond.n > AS_MAX_CONDITIONS || PyArray_DIM(tables, 0) != beh.n ||
+            PyArray_DIM(tables, 1) != ((npy_intp)1 << cond.n)) {
+            raise_arg(AS_ERR_INVALID_ARG, "tables",
+                      "tables must be [len(behaviors), 2**len(conditions)] (as rules_compile returns) with at most %d "
+                      "conditions, got (%zd, %zd) for %lld behaviour(s) and %lld condition(s)",
+                      AS_MAX_CONDITIONS, (Py_ssize_t)PyArray_DIM(tables, 0), (Py_ssize_t)PyArray_DIM(tables, 1),
+                      (long long)beh.n, (long long)cond.n);
             goto error;
         }
-    const int64_t *na = (const int64_t *)PyArray_DATA(navail), *nu = (const int64_t *)PyArray_DATA(nuse);
-    const int64_t *as = (const int64_t *)PyArray_DATA(asizes);
-    int64_t A = 0, U = 0, S = 0;
-    for (npy_intp i = 0; i < n_items; i++) {
-        if (na[i] < 0 || nu[i] < 0) {
-            PyErr_SetString(PyExc_ValueError, "plan_compile: n_avail and n_use must be >= 0");
-            goto error;
-        }
-        A += na[i];
-        U += nu[i];
+        S = PyArray_DIM(tables, 1);
     }
-    if (PyArray_DIM(alayers, 0) != A || PyArray_DIM(asizes, 0) != A || PyArray_DIM(aevr, 0) != A ||
-        PyArray_DIM(ulayers, 0) != U) {
-        PyErr_SetString(PyExc_ValueError,
-                        "plan_compile: avail_layers/avail_sizes/avail_evr must have sum(n_avail) entries and "
-                        "use_layers sum(n_use)");
-        goto error;
-    }
-    for (int64_t a = 0; a < A; a++) {
-        if (as[a] < 0) {
-            PyErr_SetString(PyExc_ValueError, "plan_compile: avail_sizes must be >= 0");
-            goto error;
-        }
-        S += as[a];
-    }
-    if (PyArray_DIM(adata, 0) != S) {
-        PyErr_Format(PyExc_ValueError, "plan_compile: avail_data has %zd values, sum(avail_sizes) is %lld",
-                     (Py_ssize_t)PyArray_DIM(adata, 0), (long long)S);
-        goto error;
-    }
-    npy_intp rdims[2] = {(npy_intp)U, (npy_intp)hidden}, odims[1] = {(npy_intp)n_layers + 1}, ldims[1] = {(npy_intp)U};
-    rows = (PyArrayObject *)PyArray_SimpleNew(2, rdims, NPY_FLOAT32);
-    offsets = (PyArrayObject *)PyArray_SimpleNew(1, odims, NPY_INT64);
-    lrows = (PyArrayObject *)PyArray_SimpleNew(1, ldims, NPY_INT64);
-    if (!rows || !offsets || !lrows) goto error;
+    const npy_intp L = (npy_intp)n_layers, D = (npy_intp)hidden;
+    npy_intp d_off[1] = {L + 1}, d_crow[2] = {uc, D}, d_c[1] = {uc}, d_code[2] = {uc, 3}, d_brow[2] = {ub, D},
+             d_b[1] = {ub}, d_tab[2] = {ub, S}, d_l[1] = {L};
+    o[0] = (PyArrayObject *)PyArray_SimpleNew(1, d_off, NPY_INT64);
+    o[1] = (PyArrayObject *)PyArray_SimpleNew(2, d_crow, NPY_FLOAT32);
+    o[2] = (PyArrayObject *)PyArray_SimpleNew(1, d_c, NPY_INT64);
+    o[3] = (PyArrayObject *)PyArray_SimpleNew(1, d_c, NPY_FLOAT32);
+    o[4] = (PyArrayObject *)PyArray_SimpleNew(2, d_code, NPY_INT64);
+    o[5] = (PyArrayObject *)PyArray_SimpleNew(1, d_off, NPY_INT64);
+    o[6] = (PyArrayObject *)PyArray_SimpleNew(2, d_brow, NPY_FLOAT32);
+    o[7] = (PyArrayObject *)PyArray_SimpleNew(1, d_b, NPY_INT64);
+    o[8] = (PyArrayObject *)PyArray_SimpleNew(2, d_tab, NPY_UINT8);
+    o[9] = (PyArrayObject *)PyArray_SimpleNew(1, d_l, NPY_UINT8);
+    for (int i = 0; i < 10; i++)
+        if (!o[i]) goto error;
     as_plan_input_t in = {
-        .n_layers = n_layers, .hidden_size = hidden, .n_items = n_items,
-        .n_avail = na, .avail_layers = (const int64_t *)PyArray_DATA(alayers), .avail_sizes = as,
-        .avail_data = (const float *)PyArray_DATA(adata), .avail_evr = (const double *)PyArray_DATA(aevr),
-        .n_use = nu, .use_layers = (const int64_t *)PyArray_DATA(ulayers),
-        .scale = (const double *)PyArray_DATA(scale), .use_evr = (const uint8_t *)PyArray_DATA(useevr),
+        .n_layers = n_layers, .hidden_size = hidden, .n_behaviors = beh.n, .behaviors = beh.vecs,
+        .n_conditions = cond.n, .conditions = cond.vecs,
+        .tables = tables ? (const uint8_t *)PyArray_DATA(tables) : NULL,
     };
-    as_plan_error_t e = {AS_PLAN_ERR_NONE, -1, -1, 0, 0, NULL};
+    as_plan_t out = {
+        .cond_offsets = PyArray_DATA(o[0]), .cond_rows = PyArray_DATA(o[1]), .cond_index = PyArray_DATA(o[2]),
+        .cond_thresholds = PyArray_DATA(o[3]), .cond_codes = PyArray_DATA(o[4]), .beh_offsets = PyArray_DATA(o[5]),
+        .beh_rows = PyArray_DATA(o[6]), .beh_index = PyArray_DATA(o[7]), .beh_tables = PyArray_DATA(o[8]),
+        .layer_gated = PyArray_DATA(o[9]),
+    };
+    as_error_t e;
     as_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = as_plan_compile(&in, (float *)PyArray_DATA(rows), (int64_t *)PyArray_DATA(offsets),
-                         (int64_t *)PyArray_DATA(lrows), &e);
+    st = as_plan_compile(&in, &out, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
-        plan_error(st, &e, vnames, lnames, navail, alayers);
+        raise_error(&e, NULL);
         goto error;
     }
-    Py_DECREF(vnames);
-    Py_DECREF(lnames);
-    Py_DECREF(navail);
-    Py_DECREF(alayers);
-    Py_DECREF(asizes);
-    Py_DECREF(adata);
-    Py_DECREF(aevr);
-    Py_DECREF(nuse);
-    Py_DECREF(ulayers);
-    Py_DECREF(scale);
-    Py_DECREF(useevr);
-    return Py_BuildValue("(NNN)", rows, offsets, lrows);
+    /* Rows beyond the counts written (layers repeated by one vector) are cut off. */
+    static const char *keys[10] = {"cond_offsets", "cond_rows", "cond_index", "cond_thresholds", "cond_codes",
+                                   "beh_offsets", "beh_rows", "beh_index", "beh_tables", "layer_gated"};
+    res = PyDict_New();
+    if (!res) goto error;
+    for (int i = 0; i < 10; i++) {
+        PyObject *val = (PyObject *)o[i];
+        const int is_cond = i >= 1 && i <= 4, is_beh = i >= 6 && i <= 8;
+        if (is_cond || is_beh) {
+            PyObject *stop = PyLong_FromLongLong((long long)(is_cond ? out.n_cond_rows : out.n_beh_rows));
+            PyObject *sl = stop ? PySlice_New(NULL, stop, NULL) : NULL;
+            Py_XDECREF(stop);
+            val = sl ? PyObject_GetItem((PyObject *)o[i], sl) : NULL;
+            Py_XDECREF(sl);
+            if (!val) goto error;
+            PyObject *copy = PyArray_NewCopy((PyArrayObject *)val, NPY_CORDER);
+            Py_DECREF(val);
+            if (!copy) goto error;
+            val = copy;
+        } else {
+            Py_INCREF(val);
+        }
+        int rc = PyDict_SetItemString(res, keys[i], val);
+        Py_DECREF(val);
+        if (rc < 0) goto error;
+    }
+    for (int i = 0; i < 10; i++) Py_DECREF(o[i]);
+    Py_XDECREF(tables);
+    Py_DECREF(refs);
+    return res;
 error:
-    Py_XDECREF(vnames);
-    Py_XDECREF(lnames);
-    Py_XDECREF(navail);
-    Py_XDECREF(alayers);
-    Py_XDECREF(asizes);
-    Py_XDECREF(adata);
-    Py_XDECREF(aevr);
-    Py_XDECREF(nuse);
-    Py_XDECREF(ulayers);
-    Py_XDECREF(scale);
-    Py_XDECREF(useevr);
-    Py_XDECREF(rows);
-    Py_XDECREF(offsets);
-    Py_XDECREF(lrows);
+    for (int i = 0; i < 10; i++) Py_XDECREF(o[i]);
+    Py_XDECREF(tables);
+    Py_XDECREF(refs);
+    Py_XDECREF(res);
     return NULL;
 }
 
@@ -735,8 +730,8 @@ error:
  *   rows: float32 [L, 2P, D] or [2P, D] (interleaved positive/negative rows).
  *   -> (directions float32 [L, D], explained float64 [L],
  *       info float64 [L, 3] = (weight_scale, intercept, iterations))
- *   (the L axis is dropped for a 2-D input). A failure in one layer raises
- *   ValueError/RuntimeError(message, layer_position), like pca_fit. */
+ *   (the L axis is dropped for a 2-D input). A failure raises through
+ *   raise_error, like pca_fit: exc.index is the failing layer's position. */
 static PyObject *py_methods_fit(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"rows", "method", "normalize", "probe_l2", "probe_standardize", "form", NULL};
     PyObject *rows_obj = NULL;
@@ -798,25 +793,13 @@ static PyObject *py_methods_fit(PyObject *self, PyObject *args, PyObject *kwargs
     if (!info) { PyErr_NoMemory(); goto error; }
     const as_method_options_t opt = {normalize, l2, standardize};
     as_status st;
-    int64_t failed = -1;
-    const char *detail = NULL;
+    as_error_t e;
     Py_BEGIN_ALLOW_THREADS
     st = as_method_fit_layers_form((const float *)PyArray_DATA(rows), n_layers, n_rows / 2, d, method, &opt, form,
-                                   (float *)PyArray_DATA(dirs), (double *)PyArray_DATA(expl), info, &failed, &detail);
+                                   (float *)PyArray_DATA(dirs), (double *)PyArray_DATA(expl), info, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
-        PyObject *exc = st == AS_ERR_NOMEM ? PyExc_MemoryError
-                        : (st == AS_ERR_INVALID_ARG || st == AS_ERR_NONFINITE) ? PyExc_ValueError
-                                                                              : PyExc_RuntimeError;
-        PyObject *msg = PyUnicode_FromFormat("methods_fit(%s): layer position %lld: %s", method_s, (long long)failed,
-                                             detail ? detail : as_status_message(st));
-        if (msg) {
-            PyObject *val = Py_BuildValue("(NL)", msg, (long long)failed);
-            if (val) {
-                PyErr_SetObject(exc, val);
-                Py_DECREF(val);
-            }
-        }
+        raise_error(&e, NULL);
         goto error;
     }
     double *io = (double *)PyArray_DATA(info_arr);
@@ -850,7 +833,8 @@ static PyMethodDef core_methods[] = {
     /* pca */
     {"pca_fit", (PyCFunction)(void (*)(void))py_pca_fit, METH_VARARGS | METH_KEYWORDS,
      "pca_fit(rows[L, 2P, D] or [2P, D] float32, method='pca_pairwise', n_components=1, projections=False) -> "
-     "(components, explained, projections|None): exact steering PCA per layer (see as_pca.h)."},
+     "(components, explained, projections|None): exact steering PCA per layer (see as_pca.h). Errors carry "
+     ".index (the failing layer's position in rows) and .reason."},
     /* condsearch */
     {"condsearch_count", py_condsearch_count, METH_VARARGS,
      "condsearch_count(n_layers, max_combine) -> int: number of layer combinations of size 1..max_combine."},
@@ -864,8 +848,10 @@ static PyMethodDef core_methods[] = {
     {"rules_compile", py_rules_compile, METH_VARARGS,
      "rules_compile(rules, n_conditions, n_behaviors) -> uint8[n_behaviors, 2**n_conditions] truth tables."},
     {"plan_compile", py_plan_compile, METH_VARARGS,
-     "plan_compile(n_layers, hidden_size, vector_names, layer_names, n_avail, avail_layers, avail_sizes, avail_data, "
-     "avail_evr, n_use, use_layers, scale, use_evr) -> (rows[U, D] float32, layer_offsets[L+1], layer_rows[U])."},
+     "plan_compile(n_layers, hidden_size, behaviors, conditions, tables) -> dict of per-layer tables: "
+     "cond_offsets, cond_rows, cond_index, cond_thresholds, cond_codes, beh_offsets, beh_rows, beh_index, "
+     "beh_tables, layer_gated (see as_plan.h). A vector is None (behaviours only) or the tuple (name, layer_name, "
+     "value_name, keys, directions, evr, has_evr, use_layers, value, use_evr, smaller, last)."},
     /* extraction methods beyond PCA */
     {"methods_fit", (PyCFunction)(void (*)(void))py_methods_fit, METH_VARARGS | METH_KEYWORDS,
      "methods_fit(rows[L, 2P, D] or [2P, D] float32, method, normalize=True, probe_l2=1.0, probe_standardize=False, "
@@ -882,5 +868,10 @@ static struct PyModuleDef core_module = {
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
-    return PyModule_Create(&core_module);
+    PyObject *m = PyModule_Create(&core_module);
+    if (m && PyModule_AddIntConstant(m, "MAX_CONDITIONS", AS_MAX_CONDITIONS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -39,8 +39,14 @@
  * Sizes: 1 <= n_strings <= AS_CONDSEARCH_MAX_STRINGS (keeps the exact F1
  * comparison in 64-bit integers), 1 <= max_combine <= n_layers, and at most
  * AS_CONDSEARCH_MAX_COMBOS combinations (AS_ERR_RANGE beyond). sims and
- * thresholds must be finite (AS_ERR_NONFINITE). Outputs are written only on
- * AS_OK. Deterministic; no global state; safe from several threads.
+ * thresholds must be finite (AS_ERR_NONFINITE). Every failure fills the error
+ * record (argument "sims", "labels", "thresholds" or "max_layers_to_combine").
+ * Outputs are written only on AS_OK. Deterministic; no global state; safe from
+ * several threads.
+ *
+ * Both searches walk the candidates with ONE combination iterator (condsearch.c
+ * combo_iter_t), which keeps the per-string min / max over the combination's
+ * columns with prefix reductions shared between consecutive combinations.
  */
 #ifndef AS_CONDSEARCH_H
 #define AS_CONDSEARCH_H
@@ -74,7 +80,8 @@ typedef struct {
  * sum_{r=1..max_combine} C(n_layers, r). AS_ERR_INVALID_ARG unless
  * 1 <= max_combine <= n_layers and 1 <= limit <= 2^31; AS_ERR_RANGE when the
  * count exceeds `limit` (the searches use AS_CONDSEARCH_MAX_COMBOS). */
-as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int64_t limit, int64_t *n_combos);
+as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int64_t limit, int64_t *n_combos,
+                                     as_error_t *err);
 
 /* Grid search.
  *   sims[n_strings, n_layers]   finite doubles
@@ -90,7 +97,7 @@ as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int6
  *                               n_combos from as_condsearch_count_combos)       */
 as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
                              int64_t max_combine, const double *thresholds, int64_t n_thresholds,
-                             as_condsearch_best_t *best, int64_t *best_cols, double *scores);
+                             as_condsearch_best_t *best, int64_t *best_cols, double *scores, as_error_t *err);
 
 /* Exact search over all real thresholds (same inputs as the grid search minus
  * the thresholds). Candidates per combination and comparator, with v = min
@@ -109,7 +116,8 @@ as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_la
  *                      comparator (0 LARGER, 1 SMALLER) its first best
  *                      (threshold, f1)                                          */
 as_status as_condsearch_exact(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
-                              int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, double *per_combo);
+                              int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, double *per_combo,
+                              as_error_t *err);
 
 #ifdef __cplusplus
 }

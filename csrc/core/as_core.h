@@ -33,10 +33,9 @@
 extern "C" {
 #endif
 
-/* Status codes. The binding maps AS_ERR_INVALID_ARG/RANGE/PARSE -> ValueError,
- * AS_ERR_NONFINITE -> ValueError, AS_ERR_NOMEM -> MemoryError, others ->
- * RuntimeError. Functions that can say *where* an error is (rules: the character
- * offset; plan: the layer) do so through an out-parameter documented with them. */
+/* Status codes. The binding maps every status through ONE function
+ * (csrc/bindings/_core.c raise_error): AS_ERR_INVALID_ARG / NONFINITE / PARSE /
+ * RANGE -> ValueError, AS_ERR_NOMEM -> MemoryError, AS_ERR_LAPACK -> RuntimeError. */
 typedef enum {
     AS_OK = 0,
     AS_ERR_INVALID_ARG = 1, /* a pointer, size or enum argument is wrong          */
@@ -46,6 +45,48 @@ typedef enum {
     AS_ERR_PARSE = 5,       /* a rule is malformed                                 */
     AS_ERR_RANGE = 6        /* an index names something that does not exist       */
 } as_status;
+
+/* The most conditions a steering plan may have: truth tables over condition
+ * bitmasks have 2^AS_MAX_CONDITIONS entries. The binding exposes it as
+ * _core.MAX_CONDITIONS; nothing else defines it. */
+#define AS_MAX_CONDITIONS 16
+
+/* THE error record. Every entry point that can fail takes `as_error_t *err`
+ * (may be NULL) and, when it returns a status other than AS_OK, fills it:
+ *   status    the returned status;
+ *   argument  static name of the offending argument ("rows", "sims", "rules",
+ *             ...), or NULL when the failure is not about one argument;
+ *   index     position inside that argument (a layer position of a stacked
+ *             array, a rule, a plan item), -1 when none;
+ *   layer     the model layer id involved, -1 when none;
+ *   position  character offset inside a text argument (rules), -1 when none;
+ *   reason    static: what is wrong, without where (e.g. "the training matrix
+ *             has zero variance ...");
+ *   message   the complete sentence for a user: where, what, and the fix.
+ *             For a text argument (position >= 0) it continues
+ *             "<argument>[<index>] <the text> ", which the binding quotes.
+ * On AS_OK the record is left untouched. The binding turns it into an
+ * exception and copies the fields onto it as attributes, so Python callers
+ * read `exc.index` / `exc.layer` instead of parsing messages. */
+#define AS_ERROR_MESSAGE_SIZE 512
+typedef struct {
+    as_status status;
+    const char *argument;
+    int64_t index;
+    int64_t layer;
+    int64_t position;
+    const char *reason;
+    char message[AS_ERROR_MESSAGE_SIZE];
+} as_error_t;
+
+/* Fill *err (when not NULL) and return `status`. `fmt` (printf-style) writes
+ * `message`; NULL fmt copies `reason`. Never fails (truncates long messages). */
+as_status as_error_set(as_error_t *err, as_status status, const char *argument, int64_t index, int64_t layer,
+                       const char *reason, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 7, 8)))
+#endif
+    ;
 
 /* Static, human-readable text for a status (never NULL). */
 const char *as_status_message(as_status status);

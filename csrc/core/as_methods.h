@@ -62,8 +62,10 @@
  * regularised two-point separator (a multiple of d_0 when not standardised).
  * D > 2P is the usual case and is what the kernel form is for.
  *
- * `detail` (may be NULL) receives a static sentence on failure, NULL on success;
- * *failed_layer (may be NULL) the failing layer's 0-based position, -1 on success.
+ * Errors fill the error record (as_core.h): argument "rows" (or "options"),
+ * index = the failing layer's 0-based position in `rows` (-1 when not
+ * layer-specific), reason = the static sentence for the case above. Outputs are
+ * written only when AS_OK is returned.
  */
 #ifndef AS_METHODS_H
 #define AS_METHODS_H
@@ -104,14 +106,14 @@ typedef struct {
  * (normalize = 0), so weight_scale * direction is m in both cases. */
 as_status as_method_fit_layers(const float *rows, int64_t n_layers, int64_t n_pairs, int64_t d, as_method method,
                                const as_method_options_t *options, float *directions, double *explained,
-                               as_method_info_t *info, int64_t *failed_layer, const char **detail);
+                               as_method_info_t *info, as_error_t *err);
 
 /* The same with the probe's Newton form forced: form 0 = automatic (kernel form
  * iff 2P <= D), 1 = primal, 2 = kernel. Both forms solve the same problem; the
  * tests use this to check that they agree on the same data. */
 as_status as_method_fit_layers_form(const float *rows, int64_t n_layers, int64_t n_pairs, int64_t d, as_method method,
                                     const as_method_options_t *options, int form, float *directions, double *explained,
-                                    as_method_info_t *info, int64_t *failed_layer, const char **detail);
+                                    as_method_info_t *info, as_error_t *err);
 
 #ifdef __cplusplus
 }

@@ -31,15 +31,16 @@
  *
  * Degenerate inputs (defined, never a crash):
  *   - trace(Xc^T Xc) == 0 (all pairs identical for pairwise/diff, all rows equal
- *     for center, a single pair for diff): AS_ERR_INVALID_ARG with *detail set to
- *     a sentence saying the training matrix has zero variance.
+ *     for center, a single pair for diff): AS_ERR_INVALID_ARG, err->reason says
+ *     the training matrix has zero variance.
  *   - A component beyond the numerical rank of Xc (lambda_j <= 1e-12 * lambda_0,
  *     e.g. component 1 of a single pair) is returned as all zeros with explained 0
  *     and zero projections. Component 0 is always a unit vector on AS_OK.
  *   - NaN or Inf anywhere in rows: AS_ERR_NONFINITE.
  *
- * `detail` (may be NULL) receives a static, human-readable sentence on failure,
- * NULL on success. Outputs are written only when AS_OK is returned.
+ * Errors fill the error record (as_core.h): argument "rows", index = the failing
+ * layer's 0-based position in `rows` (-1 when not layer-specific), reason = the
+ * static sentence above. Outputs are written only when AS_OK is returned.
  */
 #ifndef AS_PCA_H
 #define AS_PCA_H
@@ -62,9 +63,9 @@ typedef enum {
  *   components[n_components, d]  out, float32; row 0 unit norm (see degenerate cases)
  *   explained[n_components]   out, explained-variance ratio in [0, 1]
  *   projections[2*n_pairs, n_components]  out, or NULL when not wanted
- *   detail                    out, may be NULL (see above) */
+ *   err                       out, may be NULL (see above) */
 as_status as_pca_fit(const float *rows, int64_t n_pairs, int64_t d, as_pca_method method, int n_components,
-                     float *components, double *explained, double *projections, const char **detail);
+                     float *components, double *explained, double *projections, as_error_t *err);
 
 /* Many layers in one call (SteeringVector.train hands over its whole capture
  * buffer so the binding releases the GIL once):
@@ -72,11 +73,11 @@ as_status as_pca_fit(const float *rows, int64_t n_pairs, int64_t d, as_pca_metho
  *   explained[n_layers, n_components], projections[n_layers, 2*n_pairs, n_components]
  *   (or NULL). Layers are fitted independently, in order, each exactly as
  *   as_pca_fit would. On the first failure the call stops and returns that status;
- *   *failed_layer (may be NULL) receives the failing layer's 0-based position in
- *   `rows` (-1 on success). Like every core call, outputs are written only on AS_OK. */
+ *   err->index is the failing layer's 0-based position in `rows`. Like every core
+ *   call, outputs are written only on AS_OK. */
 as_status as_pca_fit_layers(const float *rows, int64_t n_layers, int64_t n_pairs, int64_t d, as_pca_method method,
                             int n_components, float *components, double *explained, double *projections,
-                            int64_t *failed_layer, const char **detail);
+                            as_error_t *err);
 
 #ifdef __cplusplus
 }

@@ -1,38 +1,51 @@
 /*
- * as_plan.h — validation and compilation of a steering plan (steer / multisteer).
+ * as_plan.h — validation and compilation of a steering plan (steer / multisteer)
+ * into the per-layer tables the layer hooks hand to the steer_layer op.
  *
- * A plan is a list of "items": each item is one steering vector used in one role
- * (a behaviour vector with its strength, or a condition vector) at a list of
- * requested layers. For every item the caller passes what the vector HAS (its
- * layer ids, one direction per layer, one explained-variance ratio per layer) and
- * what is ASKED (the layer ids to use, a scale, whether to multiply by the
- * explained variance). The core checks everything before writing anything:
+ * Input: the model's size (n_layers L, hidden_size D), the behaviours B1..Bm and
+ * conditions C1..Cn, each an as_plan_vector_t: what the vector HAS (its layer
+ * keys, one direction per key, one explained-variance ratio per key) and what
+ * is ASKED (the layer ids to act at, a scale, whether to multiply by the
+ * explained variance; for a condition its threshold, comparator and pooling),
+ * plus the rules' truth tables (as_rules.h) or NULL (every behaviour always on).
  *
- *   - every requested layer is in [0, n_layers)              -> AS_ERR_RANGE
- *   - the vector has a direction for every requested layer    -> AS_ERR_INVALID_ARG
- *   - each used direction has exactly hidden_size values      -> AS_ERR_INVALID_ARG
- *   - used directions, scales and (when used) explained
- *     variances are finite                                    -> AS_ERR_NONFINITE
+ * Every fact is checked here, once, before anything is written:
+ *   - n_conditions <= AS_MAX_CONDITIONS                              INVALID_ARG
+ *   - layer ids (negative = from the end) are in [-L, L)              RANGE
+ *     (an id given twice by the same vector counts once)
+ *   - the vector has no two keys for the same layer                  INVALID_ARG
+ *   - it has a direction for every requested layer                   INVALID_ARG
+ *   - each used direction is 1-D with exactly D values               INVALID_ARG
+ *   - used directions, scales, thresholds, and (when used) explained
+ *     variances are finite, and so is every scaled float32 row        NONFINITE
+ *     (a strength of 1e39 overflows float32: refused here)
+ *   - a condition direction is not all zeros (0/0 never fires)       INVALID_ARG
+ *   - a requested explained variance exists                          INVALID_ARG
+ * and the error record (as_core.h) says which vector (argument = its name,
+ * index = its position among the behaviours or the conditions), which layer,
+ * and the message names the vector's, layer list's and strength's/threshold's
+ * arguments (name / layer_name / value_name) and the fix.
+ * Directions of layers that are not requested are never read.
  *
- * and *err says which item, which layer, and what (sizes for a size mismatch).
- * Directions of layers that are not requested are never read: a vector may carry
- * extra layers, and they may even hold garbage.
- *
- * Output, written only on AS_OK (U = sum(n_use), L = n_layers, D = hidden_size):
- *   rows[U, D]            float32; row u (item i's j-th requested layer, items in
- *                         order) = (float)((scale[i] * evr) * (double)direction),
- *                         evr = the layer's explained variance if use_evr[i]
- *                         else 1; computed in double, rounded once.
- *   layer_offsets[L + 1]  CSR offsets into layer_rows: the rows that act at layer
- *   layer_rows[U]         l are layer_rows[layer_offsets[l] : layer_offsets[l+1]],
- *                         in item order (so a layer applies its behaviours in
- *                         the order they were given).
- * A layer requested twice by the same item is AS_ERR_INVALID_ARG (callers dedupe).
- *
- * Inputs (A = sum(n_avail), S = sum(avail_sizes)):
- *   n_avail[I], avail_layers[A], avail_sizes[A], avail_data[S] (the directions
- *   concatenated in the order of avail_layers), avail_evr[A], n_use[I],
- *   use_layers[U], scale[I], use_evr[I]. Item i's entries follow item i-1's.
+ * Output (caller-allocated; Uc <= sum of the conditions' n_use, Ub <= sum of
+ * the behaviours' n_use, S = 2^n_conditions, or 1 without tables), written
+ * only on AS_OK. Per layer l, in layer order:
+ *   cond_offsets[L+1]   its condition rows are cond_offsets[l]..cond_offsets[l+1]
+ *   cond_rows[Uc, D]    float32 directions (conditions are never scaled)
+ *   cond_index[Uc]      0-based condition j of each row (conditions in order)
+ *   cond_thresholds[Uc] float32 threshold
+ *   cond_codes[Uc, 3]   int64 (1 << j, comparator 1 = smaller / 0 = larger,
+ *                       pooling 1 = last / 0 = mean): the op's codes
+ *   beh_offsets[L+1]    its behaviour rows, likewise
+ *   beh_rows[Ub, D]     float32 (float)((scale * evr) * (double)direction),
+ *                       computed in double and rounded once
+ *   beh_index[Ub]       0-based behaviour k of each row (behaviours in order;
+ *                       a behaviour no rule can switch on has no rows)
+ *   beh_tables[Ub, S]   uint8 0/1: row's truth table over condition bitmasks
+ *                       (all ones without tables)
+ *   layer_gated[L]      1 when some behaviour row of l has a table that is not
+ *                       all ones (the op must gate), else 0 (always on)
+ *   *n_cond_rows, *n_beh_rows   Uc and Ub actually written.
  * No global state; safe from several threads.
  */
 #ifndef AS_PLAN_H
@@ -43,51 +56,56 @@
 extern "C" {
 #endif
 
+/* One vector in one role. A = n_avail, U = n_use. */
 typedef struct {
-    int64_t n_layers;            /* L: decoder layers of the model                   */
-    int64_t hidden_size;         /* D                                                */
-    int64_t n_items;             /* I                                                */
-    const int64_t *n_avail;      /* [I]  how many layers item i's vector carries     */
-    const int64_t *avail_layers; /* [A]  their layer ids                             */
-    const int64_t *avail_sizes;  /* [A]  length of each direction                    */
-    const float *avail_data;     /* [S]  the directions, concatenated                */
-    const double *avail_evr;     /* [A]  explained-variance ratio of each direction  */
-    const int64_t *n_use;        /* [I]  how many layers item i is asked to act at   */
-    const int64_t *use_layers;   /* [U]  those layer ids (already normalised, >= 0)  */
-    const double *scale;         /* [I]  strength (1 for conditions)                 */
-    const uint8_t *use_evr;      /* [I]  1: multiply by the explained variance       */
+    int present;                    /* 0: no vector (a multisteer behaviour given as None) */
+    const char *name;               /* its argument, e.g. "condition_vectors[1]"          */
+    const char *layer_name;         /* its layer-id argument, e.g. "condition_layer_ids[1]" */
+    int64_t n_avail;                /* A: how many layer keys the vector carries          */
+    const int64_t *avail_layers;    /* [A] the keys (negative counts from the end)        */
+    const int64_t *avail_ndim;      /* [A] ndim of each direction                          */
+    const int64_t *avail_shape;     /* [A, 2] its first two dims (-1 when absent)          */
+    const float *const *avail_data; /* [A] each direction's values (prod(shape) floats)    */
+    const double *avail_evr;        /* [A] explained-variance ratio of each direction      */
+    const uint8_t *avail_has_evr;   /* [A] 1 when the vector has that ratio                 */
+    int64_t n_use;                  /* U: how many layer ids are asked                      */
+    const int64_t *use_layers;      /* [U] those ids, as given (negative = from the end)   */
+    double scale;                   /* strength (ignored for conditions)                   */
+    int use_evr;                    /* 1: multiply by the explained variance               */
+    double threshold;               /* conditions: the threshold                            */
+    int smaller;                    /* conditions: comparator "smaller" (else "larger")    */
+    int last;                       /* conditions: pooling "last" (else "mean")             */
+    const char *value_name;         /* argument of the strength (behaviours) or threshold
+                                       (conditions), e.g. "behavior_vector_strengths[0]"  */
+} as_plan_vector_t;
+
+typedef struct {
+    int64_t n_layers;                     /* L                                           */
+    int64_t hidden_size;                  /* D                                           */
+    int64_t n_behaviors;                  /* m >= 0                                      */
+    const as_plan_vector_t *behaviors;    /* [m]                                         */
+    int64_t n_conditions;                 /* n, 0..AS_MAX_CONDITIONS                     */
+    const as_plan_vector_t *conditions;   /* [n]                                         */
+    const uint8_t *tables;                /* [m, 2^n] truth tables, or NULL: always on   */
 } as_plan_input_t;
 
-/* What was wrong with a plan. */
-typedef enum {
-    AS_PLAN_ERR_NONE = 0,
-    AS_PLAN_ERR_SIZES,              /* inconsistent counts or NULL arrays (caller bug) */
-    AS_PLAN_ERR_LAYER_RANGE,        /* requested layer outside [0, n_layers)           */
-    AS_PLAN_ERR_LAYER_TWICE,        /* the same item requests a layer twice            */
-    AS_PLAN_ERR_MISSING_LAYER,      /* the vector has no direction for that layer      */
-    AS_PLAN_ERR_HIDDEN_SIZE,        /* direction length != hidden_size                 */
-    AS_PLAN_ERR_NONFINITE_DIRECTION,
-    AS_PLAN_ERR_NONFINITE_EVR,
-    AS_PLAN_ERR_NONFINITE_SCALE,
-    AS_PLAN_ERR_NOMEM
-} as_plan_error_kind;
-
-/* Where a plan failed (filled on error, untouched on AS_OK). */
 typedef struct {
-    as_plan_error_kind kind;
-    int64_t item;        /* offending item, -1 if none          */
-    int64_t layer;       /* offending layer id, -1 if none      */
-    int64_t expected;    /* hidden-size mismatch: hidden_size   */
-    int64_t got;         /* ... and the direction's length      */
-    const char *message; /* static, human-readable              */
-} as_plan_error_t;
-
-/* Total rows U = sum(n_use) of a plan (AS_ERR_INVALID_ARG on negative counts). */
-as_status as_plan_count_rows(const as_plan_input_t *in, int64_t *n_rows);
+    int64_t *cond_offsets;   /* [L + 1] */
+    float *cond_rows;        /* [Uc, D] */
+    int64_t *cond_index;     /* [Uc]    */
+    float *cond_thresholds;  /* [Uc]    */
+    int64_t *cond_codes;     /* [Uc, 3] */
+    int64_t *beh_offsets;    /* [L + 1] */
+    float *beh_rows;         /* [Ub, D] */
+    int64_t *beh_index;      /* [Ub]    */
+    uint8_t *beh_tables;     /* [Ub, S] */
+    uint8_t *layer_gated;    /* [L]     */
+    int64_t n_cond_rows;     /* out: Uc */
+    int64_t n_beh_rows;      /* out: Ub */
+} as_plan_t;
 
 /* Validate and compile; see the file comment. `err` may be NULL. */
-as_status as_plan_compile(const as_plan_input_t *in, float *rows, int64_t *layer_offsets, int64_t *layer_rows,
-                          as_plan_error_t *err);
+as_status as_plan_compile(const as_plan_input_t *in, as_plan_t *out, as_error_t *err);
 
 #ifdef __cplusplus
 }

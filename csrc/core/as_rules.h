@@ -25,8 +25,10 @@
  *
  * Errors: a malformed rule, or one naming a C/B that does not exist, returns
  * AS_ERR_PARSE (syntax) or AS_ERR_RANGE (C0/B0, or an index beyond the counts)
- * and fills *err: which rule, the byte offset of the offending token inside that
- * rule, the number written (for C/B range errors) and a static description. Nothing
+ * and fills the error record: argument "rules", index = which rule, position =
+ * the CHARACTER offset of the offending token inside that rule, message = "is
+ * malformed at character N: <what>. Rules read ..." (the binding prefixes
+ * rules[i] and the quoted rule and draws a caret under the token). Nothing
  * is ever silently false. n_conditions > AS_RULES_MAX_CONDITIONS (the tables would
  * be too large) or a negative count is AS_ERR_INVALID_ARG. Nesting deeper than
  * AS_RULES_MAX_DEPTH (parentheses and `not` chains) is AS_ERR_PARSE.
@@ -42,25 +44,15 @@
 extern "C" {
 #endif
 
-#define AS_RULES_MAX_CONDITIONS 16
+#define AS_RULES_MAX_CONDITIONS AS_MAX_CONDITIONS /* as_core.h */
 #define AS_RULES_MAX_DEPTH 64
-
-/* Where and why a rule failed to compile (filled on AS_ERR_PARSE / AS_ERR_RANGE /
- * AS_ERR_INVALID_ARG; untouched on AS_OK). */
-typedef struct {
-    int64_t rule;        /* index of the offending rule in `rules`, -1 if not rule-specific */
-    int64_t offset;      /* byte offset of the offending token within that rule            */
-    int64_t number;      /* the j of C<j> / k of B<k> for range errors, else 0              */
-    char kind;           /* 'C' or 'B' for range errors, else 0                             */
-    const char *message; /* static, human-readable: what was expected or what is wrong     */
-} as_rules_error_t;
 
 /* Compile `n_rules` rules (rules[i] is rule_lengths[i] bytes of UTF-8, not
  * necessarily NUL-terminated) into tables[n_behaviors, 1 << n_conditions].
  * 0 <= n_conditions <= AS_RULES_MAX_CONDITIONS, n_behaviors >= 1, n_rules >= 0.
  * `err` may be NULL. tables is written only on AS_OK. */
 as_status as_rules_compile(const char *const *rules, const int64_t *rule_lengths, int64_t n_rules,
-                           int64_t n_conditions, int64_t n_behaviors, uint8_t *tables, as_rules_error_t *err);
+                           int64_t n_conditions, int64_t n_behaviors, uint8_t *tables, as_error_t *err);
 
 #ifdef __cplusplus
 }

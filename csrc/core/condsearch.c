@@ -9,19 +9,33 @@
 /* Shared pieces                                                            */
 /* ------------------------------------------------------------------------ */
 
-as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int64_t limit, int64_t *n_combos) {
-    if (!n_combos || n_layers < 1 || max_combine < 1 || max_combine > n_layers || limit < 1 ||
-        limit > ((int64_t)1 << 31))
-        return AS_ERR_INVALID_ARG;
-    if (n_layers > limit) return AS_ERR_RANGE;
+static as_status too_many(as_error_t *err, int64_t n_layers, int64_t max_combine, int64_t limit) {
+    return as_error_set(err, AS_ERR_RANGE, "max_layers_to_combine", -1, -1, "too many layer combinations",
+                        "max_layers_to_combine=%lld over %lld layers gives more than %lld layer combinations; "
+                        "lower max_layers_to_combine or narrow layer_range",
+                        (long long)max_combine, (long long)n_layers, (long long)limit);
+}
+
+as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int64_t limit, int64_t *n_combos,
+                                     as_error_t *err) {
+    if (n_layers < 1)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "n_layers", -1, -1, "no layers",
+                            "n_layers must be >= 1, got %lld", (long long)n_layers);
+    if (max_combine < 1 || max_combine > n_layers)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "max_layers_to_combine", -1, -1, "max_layers_to_combine out of range",
+                            "max_layers_to_combine must be in 1..%lld (the number of layers searched), got %lld",
+                            (long long)n_layers, (long long)max_combine);
+    if (!n_combos || limit < 1 || limit > ((int64_t)1 << 31))
+        return as_error_set(err, AS_ERR_INVALID_ARG, "limit", -1, -1, "invalid limit or output pointer", NULL);
+    if (n_layers > limit) return too_many(err, n_layers, max_combine, limit);
     /* c = C(n, r) built incrementally; c <= limit <= 2^31 and n - r + 1 <= 2^31,
      * so c * (n - r + 1) < 2^62 never overflows. */
     int64_t c = 1, total = 0;
     for (int64_t r = 1; r <= max_combine; r++) {
         c = c * (n_layers - r + 1) / r;
-        if (c > limit) return AS_ERR_RANGE;
+        if (c > limit) return too_many(err, n_layers, max_combine, limit);
         total += c;
-        if (total > limit) return AS_ERR_RANGE;
+        if (total > limit) return too_many(err, n_layers, max_combine, limit);
     }
     *n_combos = total;
     return AS_OK;
@@ -30,20 +44,29 @@ as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int6
 /* Common argument checks of both searches; counts positives into *n_pos. */
 static as_status check_inputs(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
                               int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, int64_t *n_pos,
-                              int64_t *n_combos) {
-    if (!sims || !labels || !best || !best_cols || n_strings < 1 || n_strings > AS_CONDSEARCH_MAX_STRINGS ||
-        n_layers < 1 || max_combine < 1 || max_combine > n_layers)
-        return AS_ERR_INVALID_ARG;
-    if (n_layers > INT64_MAX / n_strings) return AS_ERR_INVALID_ARG;
-    as_status st = as_condsearch_count_combos(n_layers, max_combine, AS_CONDSEARCH_MAX_COMBOS, n_combos);
+                              int64_t *n_combos, as_error_t *err) {
+    if (!sims || !labels || !best || !best_cols)
+        return as_error_set(err, AS_ERR_INVALID_ARG, NULL, -1, -1, "NULL pointer", "condsearch: a pointer is NULL");
+    if (n_strings < 1 || n_strings > AS_CONDSEARCH_MAX_STRINGS || n_layers < 1 || n_layers > INT64_MAX / n_strings)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "sims", -1, -1, "sims has no rows, no columns or too many rows",
+                            "sims must be [n_strings, n_layers] with 1..%lld strings and >= 1 layer, got (%lld, %lld)",
+                            (long long)AS_CONDSEARCH_MAX_STRINGS, (long long)n_strings, (long long)n_layers);
+    as_status st = as_condsearch_count_combos(n_layers, max_combine, AS_CONDSEARCH_MAX_COMBOS, n_combos, err);
     if (st != AS_OK) return st;
     int64_t p = 0;
     for (int64_t s = 0; s < n_strings; s++) {
-        if (labels[s] > 1) return AS_ERR_INVALID_ARG;
+        if (labels[s] > 1)
+            return as_error_set(err, AS_ERR_INVALID_ARG, "labels", s, -1, "labels must be 0 or 1",
+                                "labels must be 0 or 1 (1 = positive string), got %d at index %lld", (int)labels[s],
+                                (long long)s);
         p += labels[s];
     }
     for (int64_t k = 0; k < n_strings * n_layers; k++)
-        if (!isfinite(sims[k])) return AS_ERR_NONFINITE;
+        if (!isfinite(sims[k]))
+            return as_error_set(err, AS_ERR_NONFINITE, "sims", k / n_layers, -1, "a similarity is NaN or Inf",
+                                "sims[%lld, %lld] is NaN or Inf: the similarities must be finite (a zero condition "
+                                "direction or a NaN activation produces them)",
+                                (long long)(k / n_layers), (long long)(k % n_layers));
     *n_pos = p;
     return AS_OK;
 }
@@ -71,15 +94,91 @@ static double f1_value(int64_t tp, int64_t fp, int64_t n_pos) {
     return (double)(2 * tp) / (double)(tp + fp + n_pos);
 }
 
-/* Next combination of size r from n in lexicographic order. Returns the lowest
- * position that changed, or -1 when `cols` was the last one. */
-static int64_t next_combination(int64_t *cols, int64_t r, int64_t n) {
+/* THE combination iterator of both searches. It enumerates every combination of
+ * 1..R columns out of L (by size, then lexicographic: itertools.combinations
+ * order) and keeps, for the current one, the per-string reductions both
+ * searches score:
+ *   vmin[s] = min over the combination's columns of key_min[col, s]
+ *   vmax[s] = max over the combination's columns of key_max[col, s]
+ * with key_min / key_max column-major [L, n]. Prefix reductions [R, n] are
+ * shared between consecutive combinations: only the positions from the first
+ * changed column on are recomputed. */
+typedef struct {
+    const double *key_min, *key_max; /* [L, n]                                 */
+    int64_t n, L, R;
+    int64_t r;                       /* size of the current combination        */
+    int64_t combo;                   /* its rank in the enumeration            */
+    int64_t *cols;                   /* [R] its columns, ascending             */
+    double *pmin, *pmax;             /* [R, n] prefix reductions               */
+    const double *vmin, *vmax;       /* [n] the current combination's values   */
+} combo_iter_t;
+
+static as_status combo_iter_init(combo_iter_t *it, const double *key_min, const double *key_max, int64_t n,
+                                 int64_t L, int64_t R) {
+    memset(it, 0, sizeof *it);
+    it->key_min = key_min;
+    it->key_max = key_max;
+    it->n = n;
+    it->L = L;
+    it->R = R;
+    it->cols = malloc((size_t)R * sizeof *it->cols);
+    it->pmin = malloc((size_t)(R * n) * sizeof *it->pmin);
+    it->pmax = malloc((size_t)(R * n) * sizeof *it->pmax);
+    return it->cols && it->pmin && it->pmax ? AS_OK : AS_ERR_NOMEM;
+}
+
+static void combo_iter_free(combo_iter_t *it) {
+    free(it->cols);
+    free(it->pmin);
+    free(it->pmax);
+}
+
+/* Recompute the prefix reductions from position `from` on. */
+static void combo_iter_refresh(combo_iter_t *it, int64_t from) {
+    const int64_t n = it->n;
+    for (int64_t k = from; k < it->r; k++) {
+        const double *u = it->key_min + it->cols[k] * n, *w = it->key_max + it->cols[k] * n;
+        double *pm = it->pmin + k * n, *px = it->pmax + k * n;
+        if (k == 0) {
+            memcpy(pm, u, (size_t)n * sizeof *pm);
+            memcpy(px, w, (size_t)n * sizeof *px);
+        } else {
+            const double *qm = pm - n, *qx = px - n;
+            for (int64_t s = 0; s < n; s++) {
+                pm[s] = u[s] < qm[s] ? u[s] : qm[s];
+                px[s] = w[s] > qx[s] ? w[s] : qx[s];
+            }
+        }
+    }
+    it->vmin = it->pmin + (it->r - 1) * n;
+    it->vmax = it->pmax + (it->r - 1) * n;
+}
+
+/* Advance to the next combination (the first call gives the first one).
+ * Returns 0 when the enumeration is exhausted. */
+static int combo_iter_next(combo_iter_t *it) {
+    if (it->r == 0) { /* first call */
+        it->r = 1;
+        it->combo = 0;
+        it->cols[0] = 0;
+        combo_iter_refresh(it, 0);
+        return 1;
+    }
+    const int64_t r = it->r, L = it->L;
     int64_t i = r - 1;
-    while (i >= 0 && cols[i] == n - r + i) i--;
-    if (i < 0) return -1;
-    cols[i]++;
-    for (int64_t j = i + 1; j < r; j++) cols[j] = cols[j - 1] + 1;
-    return i;
+    while (i >= 0 && it->cols[i] == L - r + i) i--;
+    it->combo++;
+    if (i < 0) { /* last of size r: first of size r + 1 */
+        if (r == it->R) return 0;
+        it->r = r + 1;
+        for (int64_t k = 0; k < it->r; k++) it->cols[k] = k;
+        combo_iter_refresh(it, 0);
+        return 1;
+    }
+    it->cols[i]++;
+    for (int64_t j = i + 1; j < r; j++) it->cols[j] = it->cols[j - 1] + 1;
+    combo_iter_refresh(it, i);
+    return 1;
 }
 
 static void record_best(as_condsearch_best_t *best, int64_t *best_cols, int64_t max_combine, int64_t combo,
@@ -123,28 +222,35 @@ static int32_t count_lt(const double *t, int64_t n, double x) {
 
 as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
                              int64_t max_combine, const double *thresholds, int64_t n_thresholds,
-                             as_condsearch_best_t *best, int64_t *best_cols, double *scores) {
+                             as_condsearch_best_t *best, int64_t *best_cols, double *scores, as_error_t *err) {
     int64_t n_pos = 0, n_combos = 0;
-    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, best, best_cols, &n_pos, &n_combos);
+    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, best, best_cols, &n_pos, &n_combos, err);
     if (st != AS_OK) return st;
-    if (!thresholds || n_thresholds < 1 || n_thresholds >= INT32_MAX) return AS_ERR_INVALID_ARG;
+    if (!thresholds || n_thresholds < 1 || n_thresholds >= INT32_MAX)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "thresholds", -1, -1, "no thresholds or too many",
+                            "thresholds must have 1..%d values, got %lld (check threshold_range and threshold_step)",
+                            INT32_MAX - 1, (long long)n_thresholds);
     for (int64_t j = 0; j < n_thresholds; j++) {
-        if (!isfinite(thresholds[j])) return AS_ERR_NONFINITE;
-        if (j > 0 && thresholds[j] < thresholds[j - 1]) return AS_ERR_INVALID_ARG;
+        if (!isfinite(thresholds[j]))
+            return as_error_set(err, AS_ERR_NONFINITE, "thresholds", j, -1, "a threshold is NaN or Inf",
+                                "thresholds must be finite (NaN or Inf at index %lld)", (long long)j);
+        if (j > 0 && thresholds[j] < thresholds[j - 1])
+            return as_error_set(err, AS_ERR_INVALID_ARG, "thresholds", j, -1, "thresholds decrease",
+                                "thresholds must be non-decreasing (index %lld)", (long long)j);
     }
     const int64_t n = n_strings, L = n_layers, R = max_combine, T = n_thresholds;
 
-    /* Position of each sim in the grid, column-major [L, n]:
+    /* Position of each sim in the grid, column-major [L, n] (exact small integers
+     * in double, so the iterator's reductions are shared with the exact mode):
      *   ub = #{t <= sim}: LARGER (sim < t_j) holds iff j >= ub; min over columns.
      *   lb = #{t <  sim}: SMALLER (sim > t_j) holds iff j < lb; max over columns. */
-    int32_t *ub = malloc((size_t)(L * n) * sizeof *ub);
-    int32_t *lb = malloc((size_t)(L * n) * sizeof *lb);
-    int32_t *pmin = malloc((size_t)(R * n) * sizeof *pmin); /* [R, n] prefix min of ub */
-    int32_t *pmax = malloc((size_t)(R * n) * sizeof *pmax); /* [R, n] prefix max of lb */
+    double *ub = malloc((size_t)(L * n) * sizeof *ub);
+    double *lb = malloc((size_t)(L * n) * sizeof *lb);
     int64_t *hist = calloc((size_t)(4 * (T + 1)), sizeof *hist); /* [4, T + 1] */
-    int64_t *cols = malloc((size_t)R * sizeof *cols);
-    if (!ub || !lb || !pmin || !pmax || !hist || !cols) {
-        st = AS_ERR_NOMEM;
+    combo_iter_t it;
+    st = combo_iter_init(&it, ub, lb, n, L, R);
+    if (st != AS_OK || !ub || !lb || !hist) {
+        st = as_error_set(err, AS_ERR_NOMEM, NULL, -1, -1, "out of memory", "condsearch_grid: out of memory");
         goto done;
     }
     for (int64_t s = 0; s < n; s++)
@@ -157,70 +263,46 @@ as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_la
 
     int have_best = 0;
     score_t best_score = {0, 1};
-    int64_t combo = 0;
-    for (int64_t r = 1; r <= R; r++) {
-        for (int64_t k = 0; k < r; k++) cols[k] = k;
-        int64_t changed = 0;
-        while (changed >= 0) {
-            /* Refresh the prefix reductions from the first changed position. */
-            for (int64_t k = changed; k < r; k++) {
-                const int32_t *u = ub + cols[k] * n, *w = lb + cols[k] * n;
-                int32_t *pm = pmin + k * n, *px = pmax + k * n;
-                if (k == 0) {
-                    memcpy(pm, u, (size_t)n * sizeof *pm);
-                    memcpy(px, w, (size_t)n * sizeof *px);
-                } else {
-                    const int32_t *qm = pm - n, *qx = px - n;
-                    for (int64_t s = 0; s < n; s++) {
-                        pm[s] = u[s] < qm[s] ? u[s] : qm[s];
-                        px[s] = w[s] > qx[s] ? w[s] : qx[s];
-                    }
+    while (combo_iter_next(&it)) {
+        const double *vmin = it.vmin, *vmax = it.vmax;
+        memset(hist, 0, (size_t)(4 * (T + 1)) * sizeof *hist);
+        for (int64_t s = 0; s < n; s++) {
+            if (labels[s]) {
+                h_lp[(int64_t)vmin[s]]++;
+                h_sp[(int64_t)vmax[s]]++;
+            } else {
+                h_ln[(int64_t)vmin[s]]++;
+                h_sn[(int64_t)vmax[s]]++;
+            }
+        }
+        /* Sweep thresholds ascending, LARGER before SMALLER at each. */
+        int64_t lp = 0, ln = 0, sp = 0, sn = 0;
+        double *row = scores ? scores + it.combo * T * 2 : NULL;
+        for (int64_t j = 0; j < T; j++) {
+            lp += h_lp[j];
+            ln += h_ln[j];
+            sp += h_sp[j];
+            sn += h_sn[j];
+            int64_t tps[2] = {lp, n_pos - sp};
+            int64_t fps[2] = {ln, (n - n_pos) - sn};
+            for (int c = 0; c < 2; c++) {
+                score_t sc = make_score(tps[c], fps[c], n_pos);
+                if (row) row[j * 2 + c] = f1_value(tps[c], fps[c], n_pos);
+                if (!have_best || score_gt(sc, best_score)) {
+                    have_best = 1;
+                    best_score = sc;
+                    record_best(best, best_cols, R, it.combo, it.cols, it.r, j, thresholds[j], (as_comparator)c,
+                                tps[c], fps[c], n_pos);
                 }
             }
-            const int32_t *vmin = pmin + (r - 1) * n, *vmax = pmax + (r - 1) * n;
-            memset(hist, 0, (size_t)(4 * (T + 1)) * sizeof *hist);
-            for (int64_t s = 0; s < n; s++) {
-                if (labels[s]) {
-                    h_lp[vmin[s]]++;
-                    h_sp[vmax[s]]++;
-                } else {
-                    h_ln[vmin[s]]++;
-                    h_sn[vmax[s]]++;
-                }
-            }
-            /* Sweep thresholds ascending, LARGER before SMALLER at each. */
-            int64_t lp = 0, ln = 0, sp = 0, sn = 0;
-            double *row = scores ? scores + combo * T * 2 : NULL;
-            for (int64_t j = 0; j < T; j++) {
-                lp += h_lp[j];
-                ln += h_ln[j];
-                sp += h_sp[j];
-                sn += h_sn[j];
-                int64_t tps[2] = {lp, n_pos - sp};
-                int64_t fps[2] = {ln, (n - n_pos) - sn};
-                for (int c = 0; c < 2; c++) {
-                    score_t sc = make_score(tps[c], fps[c], n_pos);
-                    if (row) row[j * 2 + c] = f1_value(tps[c], fps[c], n_pos);
-                    if (!have_best || score_gt(sc, best_score)) {
-                        have_best = 1;
-                        best_score = sc;
-                        record_best(best, best_cols, R, combo, cols, r, j, thresholds[j], (as_comparator)c, tps[c],
-                                    fps[c], n_pos);
-                    }
-                }
-            }
-            combo++;
-            changed = next_combination(cols, r, L);
         }
     }
     st = AS_OK;
 done:
     free(ub);
     free(lb);
-    free(pmin);
-    free(pmax);
     free(hist);
-    free(cols);
+    combo_iter_free(&it);
     return st;
 }
 
@@ -291,19 +373,19 @@ static void sweep_exact(const item_t *items, int64_t n, int64_t n_pos, as_compar
 }
 
 as_status as_condsearch_exact(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
-                              int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, double *per_combo) {
+                              int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, double *per_combo,
+                              as_error_t *err) {
     int64_t n_pos = 0, n_combos = 0;
-    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, best, best_cols, &n_pos, &n_combos);
+    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, best, best_cols, &n_pos, &n_combos, err);
     if (st != AS_OK) return st;
     const int64_t n = n_strings, L = n_layers, R = max_combine;
 
     double *colmajor = malloc((size_t)(L * n) * sizeof *colmajor); /* [L, n] */
-    double *pmin = malloc((size_t)(R * n) * sizeof *pmin);         /* [R, n] */
-    double *pmax = malloc((size_t)(R * n) * sizeof *pmax);         /* [R, n] */
     item_t *items = malloc((size_t)n * sizeof *items);
-    int64_t *cols = malloc((size_t)R * sizeof *cols);
-    if (!colmajor || !pmin || !pmax || !items || !cols) {
-        st = AS_ERR_NOMEM;
+    combo_iter_t it;
+    st = combo_iter_init(&it, colmajor, colmajor, n, L, R);
+    if (st != AS_OK || !colmajor || !items) {
+        st = as_error_set(err, AS_ERR_NOMEM, NULL, -1, -1, "out of memory", "condsearch_exact: out of memory");
         goto done;
     }
     for (int64_t s = 0; s < n; s++)
@@ -311,61 +393,37 @@ as_status as_condsearch_exact(const double *sims, int64_t n_strings, int64_t n_l
 
     int have_best = 0;
     score_t best_score = {0, 1};
-    int64_t combo = 0;
-    for (int64_t r = 1; r <= R; r++) {
-        for (int64_t k = 0; k < r; k++) cols[k] = k;
-        int64_t changed = 0;
-        while (changed >= 0) {
-            for (int64_t k = changed; k < r; k++) {
-                const double *u = colmajor + cols[k] * n;
-                double *pm = pmin + k * n, *px = pmax + k * n;
-                if (k == 0) {
-                    memcpy(pm, u, (size_t)n * sizeof *pm);
-                    memcpy(px, u, (size_t)n * sizeof *px);
-                } else {
-                    const double *qm = pm - n, *qx = px - n;
-                    for (int64_t s = 0; s < n; s++) {
-                        pm[s] = u[s] < qm[s] ? u[s] : qm[s];
-                        px[s] = u[s] > qx[s] ? u[s] : qx[s];
-                    }
-                }
+    while (combo_iter_next(&it)) {
+        double t[2];
+        int64_t tp[2], fp[2];
+        for (int c = 0; c < 2; c++) {
+            const double *v = c == AS_CMP_LARGER ? it.vmin : it.vmax;
+            for (int64_t s = 0; s < n; s++) {
+                items[s].v = v[s];
+                items[s].label = labels[s];
             }
-            double t[2];
-            int64_t tp[2], fp[2];
-            for (int c = 0; c < 2; c++) {
-                const double *v = (c == AS_CMP_LARGER ? pmin : pmax) + (r - 1) * n;
-                for (int64_t s = 0; s < n; s++) {
-                    items[s].v = v[s];
-                    items[s].label = labels[s];
-                }
-                qsort(items, (size_t)n, sizeof *items, cmp_item);
-                sweep_exact(items, n, n_pos, (as_comparator)c, &t[c], &tp[c], &fp[c]);
-                if (per_combo) {
-                    per_combo[(combo * 2 + c) * 2 + 0] = t[c];
-                    per_combo[(combo * 2 + c) * 2 + 1] = f1_value(tp[c], fp[c], n_pos);
-                }
+            qsort(items, (size_t)n, sizeof *items, cmp_item);
+            sweep_exact(items, n, n_pos, (as_comparator)c, &t[c], &tp[c], &fp[c]);
+            if (per_combo) {
+                per_combo[(it.combo * 2 + c) * 2 + 0] = t[c];
+                per_combo[(it.combo * 2 + c) * 2 + 1] = f1_value(tp[c], fp[c], n_pos);
             }
-            /* This combination's first best: higher F1, else lower threshold,
-             * else LARGER. */
-            score_t sl = make_score(tp[0], fp[0], n_pos), ss = make_score(tp[1], fp[1], n_pos);
-            int c = 0;
-            if (score_gt(ss, sl) || (!score_gt(sl, ss) && t[1] < t[0])) c = 1;
-            score_t sc = c ? ss : sl;
-            if (!have_best || score_gt(sc, best_score)) {
-                have_best = 1;
-                best_score = sc;
-                record_best(best, best_cols, R, combo, cols, r, -1, t[c], (as_comparator)c, tp[c], fp[c], n_pos);
-            }
-            combo++;
-            changed = next_combination(cols, r, L);
+        }
+        /* This combination's first best: higher F1, else lower threshold, else LARGER. */
+        score_t sl = make_score(tp[0], fp[0], n_pos), ss = make_score(tp[1], fp[1], n_pos);
+        int c = 0;
+        if (score_gt(ss, sl) || (!score_gt(sl, ss) && t[1] < t[0])) c = 1;
+        score_t sc = c ? ss : sl;
+        if (!have_best || score_gt(sc, best_score)) {
+            have_best = 1;
+            best_score = sc;
+            record_best(best, best_cols, R, it.combo, it.cols, it.r, -1, t[c], (as_comparator)c, tp[c], fp[c], n_pos);
         }
     }
     st = AS_OK;
 done:
     free(colmajor);
-    free(pmin);
-    free(pmax);
     free(items);
-    free(cols);
+    combo_iter_free(&it);
     return st;
 }

@@ -425,17 +425,23 @@ static int options_ok(as_method method, const as_method_options_t *o) {
            (o->probe_standardize == 0 || o->probe_standardize == 1);
 }
 
+static const char *method_name(as_method method) {
+    return method == AS_METHOD_MEAN_DIFF ? "mean_diff" : method == AS_METHOD_PROBE ? "probe" : "?";
+}
+
 as_status as_method_fit_layers_form(const float *rows, int64_t n_layers, int64_t n_pairs, int64_t d, as_method method,
                                     const as_method_options_t *options, int form, float *directions, double *explained,
-                                    as_method_info_t *info, int64_t *failed_layer, const char **detail) {
+                                    as_method_info_t *info, as_error_t *err) {
     const char *why = NULL;
-    if (failed_layer) *failed_layer = -1;
-    if (detail) *detail = NULL;
-    if (!rows || !directions || !explained || n_layers < 1 || n_pairs < 1 || d < 1 || !options_ok(method, options) ||
-        form < 0 || form > 2 || n_pairs > INT64_MAX / 4 / d || n_layers > INT64_MAX / 2 / n_pairs / d) {
-        if (detail) *detail = BAD_ARGS;
-        return AS_ERR_INVALID_ARG;
-    }
+    int64_t failed = -1;
+    if (!rows || !directions || !explained || n_layers < 1 || n_pairs < 1 || d < 1 || form < 0 || form > 2 ||
+        n_pairs > INT64_MAX / 4 / d || n_layers > INT64_MAX / 2 / n_pairs / d)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "rows", -1, -1, BAD_ARGS,
+                            "%s: %s (n_layers %lld, n_pairs %lld, d %lld, form %d)", method_name(method), BAD_ARGS,
+                            (long long)n_layers, (long long)n_pairs, (long long)d, form);
+    if (!options_ok(method, options))
+        return as_error_set(err, AS_ERR_INVALID_ARG, "options", -1, -1, BAD_ARGS, "%s: %s", method_name(method),
+                            BAD_ARGS);
     const int64_t n_rows = 2 * n_pairs;
     float *dirs = malloc((size_t)n_layers * (size_t)d * sizeof *dirs);
     double *expl = malloc((size_t)n_layers * sizeof *expl);
@@ -452,7 +458,7 @@ as_status as_method_fit_layers_form(const float *rows, int64_t n_layers, int64_t
                      ? fit_mean_diff(r, n_pairs, d, options->normalize, dirs + l * d, expl + l, inf + l, &why)
                      : fit_probe(r, n_pairs, d, options, form, dirs + l * d, expl + l, inf + l, &why);
         if (st != AS_OK) {
-            if (failed_layer) *failed_layer = l;
+            failed = l;
             goto done;
         }
     }
@@ -460,7 +466,9 @@ as_status as_method_fit_layers_form(const float *rows, int64_t n_layers, int64_t
     memcpy(explained, expl, (size_t)n_layers * sizeof *expl);
     if (info) memcpy(info, inf, (size_t)n_layers * sizeof *inf);
 done:
-    if (detail) *detail = st == AS_OK ? NULL : why;
+    if (st != AS_OK)
+        as_error_set(err, st, "rows", failed, -1, why, "%s: layer position %lld of rows: %s", method_name(method),
+                     (long long)failed, why ? why : as_status_message(st));
     free(dirs);
     free(expl);
     free(inf);
@@ -469,7 +477,6 @@ done:
 
 as_status as_method_fit_layers(const float *rows, int64_t n_layers, int64_t n_pairs, int64_t d, as_method method,
                                const as_method_options_t *options, float *directions, double *explained,
-                               as_method_info_t *info, int64_t *failed_layer, const char **detail) {
-    return as_method_fit_layers_form(rows, n_layers, n_pairs, d, method, options, 0, directions, explained, info,
-                                     failed_layer, detail);
+                               as_method_info_t *info, as_error_t *err) {
+    return as_method_fit_layers_form(rows, n_layers, n_pairs, d, method, options, 0, directions, explained, info, err);
 }

@@ -89,6 +89,7 @@ static void spec_sign(const float *rows, int64_t n_pairs, int64_t d, float *c) {
  * failure; the public entry points hand it scratch buffers). */
 static as_status fit_into(const float *rows, int64_t n_pairs, int64_t d, as_pca_method method, int k,
                           float *components, double *explained, double *projections, const char **detail) {
+    /* *detail: the static reason on failure (the caller fills the error record). */
     as_status st = AS_OK;
     const int64_t n_rows = 2 * n_pairs;
     const int64_t m = method == AS_PCA_DIFF ? n_pairs : n_rows;
@@ -201,21 +202,19 @@ static int args_ok(const float *rows, int64_t n_pairs, int64_t d, as_pca_method 
 }
 
 as_status as_pca_fit(const float *rows, int64_t n_pairs, int64_t d, as_pca_method method, int n_components,
-                     float *components, double *explained, double *projections, const char **detail) {
-    return as_pca_fit_layers(rows, 1, n_pairs, d, method, n_components, components, explained, projections, NULL,
-                             detail);
+                     float *components, double *explained, double *projections, as_error_t *err) {
+    return as_pca_fit_layers(rows, 1, n_pairs, d, method, n_components, components, explained, projections, err);
 }
 
 as_status as_pca_fit_layers(const float *rows, int64_t n_layers, int64_t n_pairs, int64_t d, as_pca_method method,
                             int n_components, float *components, double *explained, double *projections,
-                            int64_t *failed_layer, const char **detail) {
+                            as_error_t *err) {
     const char *why = NULL;
-    if (failed_layer) *failed_layer = -1;
-    if (detail) *detail = NULL;
-    if (!args_ok(rows, n_pairs, d, method, n_components, components, explained) || n_layers < 1) {
-        if (detail) *detail = BAD_ARGS;
-        return AS_ERR_INVALID_ARG;
-    }
+    int64_t failed = -1;
+    if (!args_ok(rows, n_pairs, d, method, n_components, components, explained) || n_layers < 1)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "rows", -1, -1, BAD_ARGS,
+                            "pca: %s (n_layers %lld, n_pairs %lld, d %lld, n_components %d)", BAD_ARGS,
+                            (long long)n_layers, (long long)n_pairs, (long long)d, n_components);
     const int k = n_components;
     const int64_t n_rows = 2 * n_pairs;
     const size_t n_comp = (size_t)n_layers * (size_t)k * (size_t)d;
@@ -231,7 +230,7 @@ as_status as_pca_fit_layers(const float *rows, int64_t n_layers, int64_t n_pairs
         st = fit_into(rows + l * n_rows * d, n_pairs, d, method, k, comp + l * k * d, expl + l * k,
                       proj ? proj + l * n_rows * k : NULL, &why);
         if (st != AS_OK) {
-            if (failed_layer) *failed_layer = l;
+            failed = l;
             goto done;
         }
     }
@@ -240,7 +239,9 @@ as_status as_pca_fit_layers(const float *rows, int64_t n_layers, int64_t n_pairs
     if (projections) memcpy(projections, proj, n_proj * sizeof *proj);
 done:
     if (st == AS_ERR_NOMEM && !why) why = "out of memory";
-    if (detail) *detail = st == AS_OK ? NULL : why;
+    if (st != AS_OK)
+        as_error_set(err, st, "rows", failed, -1, why, "pca: layer position %lld of rows: %s", (long long)failed,
+                     why ? why : as_status_message(st));
     free(comp);
     free(expl);
     free(proj);

@@ -5,6 +5,7 @@
  * The code of one rule has at most one instruction per token, and every token is
  * at least one byte, so `length` bounds both the code and the evaluation stack.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,12 @@ typedef struct {
     int64_t n_code;
     int64_t n_conditions;
     int depth;
-    as_rules_error_t e;   /* the first error                                     */
+    struct {              /* the first error, turned into an as_error_t at the end */
+        int64_t offset;   /* byte offset of the offending token                   */
+        int64_t number;   /* the j of C<j> / k of B<k> for range errors           */
+        char kind;        /* 'C' or 'B' for range errors, else 0                  */
+        const char *message;
+    } e;
 } parser_t;
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
@@ -187,28 +193,53 @@ static int run(const instr_t *code, int64_t n_code, uint32_t mask, uint8_t *stac
     return stack[0];
 }
 
+/* The error record of a failed rule: where (in characters), what, and the grammar. */
+static as_status rule_error(as_error_t *err, as_status st, const parser_t *p, int64_t r, int64_t n_conditions,
+                            int64_t n_behaviors) {
+    if (!err) return st;
+    int64_t chars = 0; /* byte offset -> character offset (count UTF-8 lead bytes) */
+    for (int64_t i = 0; i < p->e.offset && i < p->n; i++)
+        if (((unsigned char)p->s[i] & 0xC0) != 0x80) chars++;
+    char detail[200];
+    if (p->e.kind == 'C' || p->e.kind == 'B') {
+        const int is_c = p->e.kind == 'C';
+        const long long count = (long long)(is_c ? n_conditions : n_behaviors), num = (long long)p->e.number;
+        const char *noun = is_c ? "condition" : "behaviour";
+        if (count == 0)
+            snprintf(detail, sizeof detail, "%c%lld names a %s but none were given", p->e.kind, num, noun);
+        else if (num < 1)
+            snprintf(detail, sizeof detail, "%c%lld is not a %s: they are numbered from 1 (%c1..%c%lld)", p->e.kind,
+                     num, noun, p->e.kind, p->e.kind, count);
+        else
+            snprintf(detail, sizeof detail, "it names %c%lld but only %lld %s(s) were given (%c1..%c%lld)", p->e.kind,
+                     num, count, noun, p->e.kind, p->e.kind, count);
+    } else {
+        snprintf(detail, sizeof detail, "%s", p->e.message ? p->e.message : "malformed rule");
+    }
+    as_error_set(err, st, "rules", r, -1, p->e.message,
+                 "is malformed at character %lld: %s. Rules read 'if <expr> then B<k>' where <expr> combines C<j> "
+                 "with and/or/not and parentheses.",
+                 (long long)chars, detail);
+    err->position = chars;
+    return st;
+}
+
 as_status as_rules_compile(const char *const *rules, const int64_t *rule_lengths, int64_t n_rules,
-                           int64_t n_conditions, int64_t n_behaviors, uint8_t *tables, as_rules_error_t *err) {
-    as_rules_error_t local = {-1, 0, 0, 0, NULL};
-    if (n_conditions < 0 || n_conditions > AS_RULES_MAX_CONDITIONS) {
-        local.message = "too many conditions for a rule table (at most 16)";
-        if (err) *err = local;
-        return AS_ERR_INVALID_ARG;
-    }
-    if (n_behaviors < 1 || n_rules < 0 || !tables || (n_rules > 0 && (!rules || !rule_lengths))) {
-        local.message = "invalid sizes or pointers";
-        if (err) *err = local;
-        return AS_ERR_INVALID_ARG;
-    }
+                           int64_t n_conditions, int64_t n_behaviors, uint8_t *tables, as_error_t *err) {
+    if (n_conditions < 0 || n_conditions > AS_MAX_CONDITIONS)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "condition_vectors", -1, -1, "too many conditions",
+                            "rules support at most %d conditions, got %lld", AS_MAX_CONDITIONS,
+                            (long long)n_conditions);
+    if (n_behaviors < 1)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "behavior_vectors", -1, -1, "no behaviour",
+                            "rules need at least one behaviour, got %lld", (long long)n_behaviors);
+    if (n_rules < 0 || !tables || (n_rules > 0 && (!rules || !rule_lengths)))
+        return as_error_set(err, AS_ERR_INVALID_ARG, "rules", -1, -1, "invalid sizes or pointers", NULL);
     const int64_t n_masks = (int64_t)1 << n_conditions;
     int64_t max_len = 1;
     for (int64_t r = 0; r < n_rules; r++) {
-        if (!rules[r] || rule_lengths[r] < 0) {
-            local.rule = r;
-            local.message = "invalid rule pointer or length";
-            if (err) *err = local;
-            return AS_ERR_INVALID_ARG;
-        }
+        if (!rules[r] || rule_lengths[r] < 0)
+            return as_error_set(err, AS_ERR_INVALID_ARG, "rules", r, -1, "invalid rule pointer or length", NULL);
         if (rule_lengths[r] > max_len) max_len = rule_lengths[r];
     }
     /* Work in a private table so that `tables` is written only on success. */
@@ -216,7 +247,10 @@ as_status as_rules_compile(const char *const *rules, const int64_t *rule_lengths
     instr_t *code = malloc((size_t)max_len * sizeof(instr_t));
     uint8_t *stack = malloc((size_t)max_len);
     as_status st = AS_OK;
-    if (!work || !code || !stack) { st = AS_ERR_NOMEM; goto done; }
+    if (!work || !code || !stack) {
+        st = as_error_set(err, AS_ERR_NOMEM, "rules", -1, -1, "out of memory", NULL);
+        goto done;
+    }
 
     for (int64_t r = 0; r < n_rules; r++) {
         parser_t p;
@@ -228,8 +262,7 @@ as_status as_rules_compile(const char *const *rules, const int64_t *rule_lengths
         int64_t target = 0;
         st = parse_rule(&p, n_behaviors, &target);
         if (st != AS_OK) {
-            local = p.e;
-            local.rule = r;
+            rule_error(err, st, &p, r, n_conditions, n_behaviors);
             goto done;
         }
         uint8_t *row = work + target * n_masks;
@@ -238,7 +271,6 @@ as_status as_rules_compile(const char *const *rules, const int64_t *rule_lengths
     }
     memcpy(tables, work, (size_t)(n_behaviors * n_masks));
 done:
-    if (st != AS_OK && err) *err = local;
     free(work);
     free(code);
     free(stack);

@@ -202,10 +202,9 @@ class SteeringVector:
                 comps, explained = dirs[:, None, :], ev[:, None]
                 if save_analysis:
                     proj, explained = _analysis_projections(_core, pooled, dirs, ev)
-        except (ValueError, RuntimeError) as exc:
-            if len(exc.args) == 2 and isinstance(exc.args[1], int) and 0 <= exc.args[1] < len(layer_ids):
-                detail = str(exc.args[0]).split(": ", 2)[-1]
-                raise type(exc)(f"SteeringVector.train: layer {layer_ids[exc.args[1]]}: {detail}") from None
+        except (ValueError, RuntimeError) as exc:  # the core's error record: index = the failing layer's position
+            if 0 <= getattr(exc, "index", -1) < len(layer_ids):
+                raise type(exc)(f"SteeringVector.train: layer {layer_ids[exc.index]}: {exc.reason}") from None
             raise
         directions = {lid: comps[j, 0].copy() for j, lid in enumerate(layer_ids)}
         variances = {lid: float(explained[j, 0]) for j, lid in enumerate(layer_ids)}

@@ -60,7 +60,13 @@ class LeashLayer:
         self.device, self.dtype = device, dtype
         to = (lambda t, dt=None: None if t is None else t.to(device=device, dtype=dt or t.dtype).contiguous())
         self.cond = (to(p.cond_dirs), to(p.cond_thresholds), to(p.cond_codes)) if self.has_conditions else None
-        self.beh_vecs = to(p.beh_vecs, dtype)
+        beh_vecs = to(p.beh_vecs, dtype)
+        if beh_vecs is not None and not bool(torch.isfinite(beh_vecs).all()):
+            # only the layer's dtype can reveal this (fp16 overflows at 65504); the core checked float32
+            raise ValueError(f"the behaviour vector at layer {self.layer_id} times its strength is not finite in "
+                             f"{dtype} (the layer's dtype; largest value {p.beh_vecs.abs().max().item():.4g}); use "
+                             f"a smaller strength or run the model in float32")
+        self.beh_vecs = beh_vecs
         self.beh_tables = to(p.beh_tables, dtype)  # 0/1 in the hidden dtype: the op gates without a cast
 
     def __call__(self, module, args, kwargs):

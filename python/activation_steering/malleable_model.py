@@ -159,9 +159,8 @@ class MalleableModel:
             condition_comparator_threshold_is, condition_threshold_comparison_mode, use_explained_variance,
             use_ooi_preventive_normalization, apply_behavior_on_first_call)
         self._install(plan)
-        if behavior_vector is not None and condition_vector is not None and apply_behavior_on_first_call:
-            early = sorted(i % self.n_layers for i in behavior_layer_ids
-                           if i % self.n_layers < min(j % self.n_layers for j in condition_layer_ids))
+        if plan.apply_behavior_on_first_call:
+            early = plan.early_behavior_layers()  # from the validated plan: nothing after the swap may raise
             if early:
                 # SPEC 4 semantics, but rarely what is wanted: the first reply token comes out unsteered
                 log("MalleableModel", f"note: behaviour layers {early} run before the first condition layer on the "

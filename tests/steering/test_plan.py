@@ -8,33 +8,18 @@ from activation_steering import SteeringVector, _core
 from activation_steering.steering.plan import build_multisteer_plan, build_steer_plan
 
 
-def _flat(items, n_layers):
-    """items: [(name, directions dict, evr dict, use_layers, scale, use_evr)] -> plan_compile arguments."""
-    args = dict(n_avail=[], avail_layers=[], avail_sizes=[], data=[], evr=[], n_use=[], use_layers=[], scale=[],
-                use_evr=[])
-    for _, dirs, evr, use, scale, ue in items:
-        args["n_avail"].append(len(dirs))
-        for layer, d in dirs.items():
-            args["avail_layers"].append(layer)
-            args["avail_sizes"].append(len(d))
-            args["data"].extend(np.asarray(d, np.float32).tolist())
-            args["evr"].append(evr.get(layer, np.nan))
-        args["n_use"].append(len(use))
-        args["use_layers"].extend(use)
-        args["scale"].append(scale)
-        args["use_evr"].append(int(ue))
-    names = [it[0] for it in items]
-    return (n_layers, None, names, [n + "_layer_ids" for n in names], np.array(args["n_avail"], np.int64),
-            np.array(args["avail_layers"], np.int64), np.array(args["avail_sizes"], np.int64),
-            np.array(args["data"], np.float32), np.array(args["evr"], np.float64), np.array(args["n_use"], np.int64),
-            np.array(args["use_layers"], np.int64), np.array(args["scale"], np.float64),
-            np.array(args["use_evr"], np.uint8))
+def vtuple(name, dirs, evr, use, value=1.0, use_evr=False, smaller=False, last=False):
+    """One vector tuple of _core.plan_compile."""
+    keys = list(dirs)
+    return (name, name + "_layer_ids", name + "_value", np.array(keys, np.int64), [dirs[k] for k in keys],
+            np.array([evr.get(k, 0.0) for k in keys], np.float64), np.array([k in evr for k in keys], np.uint8),
+            np.array(use, np.int64), float(value), int(use_evr), int(smaller), int(last))
 
 
-def compile_items(items, n_layers=6, hidden=8):
-    a = list(_flat(items, n_layers))
-    a[1] = hidden
-    return _core.plan_compile(*a)
+def compile_items(items, n_layers=6, hidden=8, conditions=(), tables=None):
+    """items: [(name, directions dict, evr dict, use_layers, scale, use_evr)] -> the core's per-layer tables."""
+    return _core.plan_compile(n_layers, hidden, [vtuple(n, d, e, u, s, ue) for n, d, e, u, s, ue in items],
+                              list(conditions), tables)
 
 
 def rand_dirs(seed, layers, d=8):
@@ -46,56 +31,99 @@ def test_rows_scaling_and_layer_table_match_numpy():
     d1, d2 = rand_dirs(1, range(6)), rand_dirs(2, [0, 2, 4])
     ev1 = {i: 0.1 * (i + 1) for i in range(6)}
     items = [("a", d1, ev1, [4, 1, 2], 1.7, True), ("b", d2, {}, [2, 0], -0.3, False), ("c", d1, ev1, [2], 1.0, False)]
-    rows, offsets, layer_rows = compile_items(items)
-    expect = [(d1[4].astype(np.float64) * (1.7 * ev1[4])).astype(np.float32),
-              (d1[1].astype(np.float64) * (1.7 * ev1[1])).astype(np.float32),
-              (d1[2].astype(np.float64) * (1.7 * ev1[2])).astype(np.float32),
-              (d2[2].astype(np.float64) * -0.3).astype(np.float32),
-              (d2[0].astype(np.float64) * -0.3).astype(np.float32),
-              d1[2]]
-    assert rows.dtype == np.float32 and rows.shape == (6, 8)
-    np.testing.assert_array_equal(rows, np.stack(expect))  # bit-exact: double product, rounded once
-    # CSR per layer, item order within a layer
-    per_layer = {l: layer_rows[offsets[l]:offsets[l + 1]].tolist() for l in range(6)}
-    assert per_layer == {0: [4], 1: [1], 2: [2, 3, 5], 3: [], 4: [0], 5: []}
-    assert offsets[-1] == 6
+    t = compile_items(items)
+    scaled = lambda d, s: (d.astype(np.float64) * s).astype(np.float32)  # noqa: E731  double product, rounded once
+    # per layer, behaviours in the order given
+    expect = {0: [(1, scaled(d2[0], -0.3))], 1: [(0, scaled(d1[1], 1.7 * ev1[1]))],
+              2: [(0, scaled(d1[2], 1.7 * ev1[2])), (1, scaled(d2[2], -0.3)), (2, d1[2])],
+              3: [], 4: [(0, scaled(d1[4], 1.7 * ev1[4]))], 5: []}
+    bo = t["beh_offsets"]
+    assert t["beh_rows"].dtype == np.float32 and t["beh_rows"].shape == (6, 8) and bo[-1] == 6
+    for layer, rows in expect.items():
+        here = slice(bo[layer], bo[layer + 1])
+        assert t["beh_index"][here].tolist() == [k for k, _ in rows]
+        np.testing.assert_array_equal(t["beh_rows"][here].reshape(-1, 8), np.array([r for _, r in rows]).reshape(-1, 8))
+    assert not t["layer_gated"].any() and (t["beh_tables"] == 1).all()  # no tables: always on
+    assert t["cond_rows"].shape == (0, 8) and not t["cond_offsets"].any()
+
+
+def test_conditions_per_layer_with_codes_and_gates():
+    c0, c1, b = rand_dirs(3, range(6)), rand_dirs(4, range(6)), rand_dirs(5, range(6))
+    conds = [vtuple("c0", c0, {}, [0, -1], 0.25, smaller=True, last=True), vtuple("c1", c1, {}, [5], -0.5)]
+    tables = np.array([[0, 1, 0, 0], [1, 1, 1, 1]], np.uint8)
+    t = compile_items([("b0", b, {}, [5], 2.0, False), ("b1", b, {}, [1], 1.0, False)], conditions=conds,
+                      tables=tables)
+    co = t["cond_offsets"]
+    assert co.tolist() == [0, 1, 1, 1, 1, 1, 3]
+    assert t["cond_index"].tolist() == [0, 0, 1]
+    assert t["cond_codes"].tolist() == [[1, 1, 1], [1, 1, 1], [2, 0, 0]]
+    assert t["cond_thresholds"].tolist() == [0.25, 0.25, -0.5]
+    np.testing.assert_array_equal(t["cond_rows"], np.stack([c0[0], c0[5], c1[5]]))  # never scaled
+    assert t["layer_gated"].tolist() == [0, 0, 0, 0, 0, 1]  # B2's table is all ones: layer 1 needs no gate
+    assert t["beh_tables"].tolist() == [[1, 1, 1, 1], [0, 1, 0, 0]]
 
 
 def test_unrequested_layers_are_never_read():
     dirs = {0: np.full(8, np.nan, np.float32), 1: np.ones(8, np.float32), 5: np.ones(3, np.float32)}
-    rows, _, _ = compile_items([("a", dirs, {1: 0.5}, [1], 2.0, True)])
-    np.testing.assert_array_equal(rows, np.ones((1, 8), np.float32))
+    t = compile_items([("a", dirs, {1: 0.5}, [1], 2.0, True)])
+    np.testing.assert_array_equal(t["beh_rows"], np.ones((1, 8), np.float32))
+
+
+def test_negative_and_repeated_layer_ids_count_once():
+    d = rand_dirs(1, range(6))
+    t = compile_items([("a", d, {}, [5, -1, 2, 2], 1.0, False)])
+    assert t["beh_offsets"].tolist() == [0, 0, 0, 1, 1, 1, 2]
 
 
 @pytest.mark.parametrize("item,match", [
     (("vec", {0: np.ones(8)}, {}, [6], 1.0, False), r"vec_layer_ids: layer id 6 is out of range for a model with 6 layers"),
+    (("vec", {0: np.ones(8)}, {}, [-7], 1.0, False), r"vec_layer_ids: layer id -7 is out of range"),
     (("vec", {0: np.ones(8)}, {}, [1], 1.0, False), r"vec has no direction for layer 1 \(requested in vec_layer_ids\); it has layers \[0\]"),
-    (("vec", {3: np.ones(8), 0: np.ones(8)}, {}, [0, 0], 1.0, False), r"vec_layer_ids: layer 0 is listed twice"),
+    (("vec", {3: np.ones(8), -3: np.ones(8)}, {}, [0], 1.0, False), r"vec has two directions for layer 3 \(keys 3 and -3\)"),
     (("vec", {0: np.ones(7)}, {}, [0], 1.0, False), r"vec: the direction for layer 0 has 7 values but the model's hidden size is 8"),
+    (("vec", {0: np.ones((1, 8))}, {}, [0], 1.0, False), r"must be 1-D \[hidden_size\], got shape \(1, 8\)"),
     (("vec", {0: np.r_[np.ones(7), np.inf]}, {}, [0], 1.0, False), r"vec at layer 0: the direction contains NaN or Inf"),
     (("vec", {0: np.ones(8)}, {0: np.nan}, [0], 1.0, True), r"vec at layer 0: the explained variance is NaN or Inf"),
+    (("vec", {0: np.ones(8)}, {}, [0], 1.0, True), r"vec has no explained variance for layer 0"),
     (("vec", {0: np.ones(8)}, {}, [0], np.inf, False), r"the strength for vec is NaN or Inf"),
+    (("vec", {0: np.ones(8)}, {}, [0], 1e39, False), r"vec at layer 0: vec_value = 1e\+39 times the direction overflows float32"),
+    (("vec", {0: np.ones(8)}, {}, [], 1.0, False), r"vec_layer_ids is empty"),
+    (("vec", {}, {}, [0], 1.0, False), r"vec has no directions"),
 ])
 def test_errors_name_the_vector_and_layer(item, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         compile_items([("ok", {0: np.ones(8)}, {}, [0], 1.0, False), item])
+    assert info.value.index == 1  # the error record: which vector
+
+
+def test_condition_errors():
+    ok = [("b", {0: np.ones(8)}, {}, [0], 1.0, False)]
+    with pytest.raises(ValueError, match=r"c at layer 0: the direction is all zeros") as info:
+        compile_items(ok, conditions=[vtuple("c", {0: np.zeros(8)}, {}, [0], 0.1)], tables=np.array([[0, 1]], np.uint8))
+    assert info.value.layer == 0 and info.value.argument == "c"
+    with pytest.raises(ValueError, match=r"c_value must be finite, got nan"):
+        compile_items(ok, conditions=[vtuple("c", {0: np.ones(8)}, {}, [0], np.nan)], tables=np.array([[0, 1]], np.uint8))
+    with pytest.raises(ValueError, match=r"supports at most 16"):
+        compile_items(ok, conditions=[vtuple("c", {0: np.ones(8)}, {}, [0], 0.1)] * 17)
 
 
 def test_inconsistent_arrays_are_rejected():
-    a = list(_flat([("a", {0: np.ones(8)}, {}, [0], 1.0, False)], 6))
-    a[1] = 8
-    bad = list(a)
-    bad[7] = np.ones(5, np.float32)  # data shorter than the sizes say
-    with pytest.raises(ValueError, match="avail_data has 5 values"):
-        _core.plan_compile(*bad)
-    bad = list(a)
-    bad[2] = []
-    with pytest.raises(ValueError, match="one entry per item"):
-        _core.plan_compile(*bad)
-    bad = list(a)
-    bad[1] = 0
+    bad = list(vtuple("a", {0: np.ones(8)}, {}, [0]))
+    bad[5] = np.ones(3)  # evr longer than the keys
+    with pytest.raises(ValueError, match="differ in length"):
+        _core.plan_compile(6, 8, [tuple(bad)], [], None)
+    with pytest.raises(TypeError, match="12-tuple"):
+        _core.plan_compile(6, 8, [("a",)], [], None)
     with pytest.raises(ValueError, match="hidden_size must be >= 1"):
-        _core.plan_compile(*bad)
+        _core.plan_compile(6, 0, [], [], None)
+    with pytest.raises(ValueError, match=r"tables must be \[len\(behaviors\), 2\*\*len\(conditions\)\]"):
+        _core.plan_compile(6, 8, [vtuple("a", {0: np.ones(8)}, {}, [0])], [], np.ones((1, 2), np.uint8))
+
+
+def test_max_conditions_is_the_cores():
+    from activation_steering.steering.plan import MAX_CONDITIONS
+
+    assert _core.MAX_CONDITIONS == MAX_CONDITIONS == 16
 
 
 # --------------------------------------------------------------------------- #

@@ -250,7 +250,7 @@ def test_nonfinite_names_the_layer_position_and_writes_nothing(method):
     stack[1, 3, 2] = np.nan
     with pytest.raises(ValueError) as info:
         _core.methods_fit(stack, method)
-    assert info.value.args[1] == 1 and "layer position 1" in info.value.args[0] and "NaN or Inf" in info.value.args[0]
+    assert info.value.index == 1 and "layer position 1" in str(info.value) and "NaN or Inf" in info.value.reason
 
 
 def test_cancelling_differences_raise():

@@ -135,7 +135,8 @@ def test_failure_names_the_layer_position_and_writes_nothing():
     stack = np.stack([make_rows(5, 8, seed=0), np.zeros((10, 8), np.float32)])
     with pytest.raises(ValueError) as info:
         _core.pca_fit(stack)
-    assert info.value.args[1] == 1 and "layer position 1" in info.value.args[0]
+    assert info.value.index == 1 and "layer position 1" in str(info.value)    # the core's error record
+    assert "zero variance" in info.value.reason and info.value.argument == "rows"
     with pytest.raises(ValueError, match="n_components"):
         _core.pca_fit(stack[0], "pca_pairwise", 3)
 

@@ -21,6 +21,28 @@ def pool_spans(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> 
     return torch.stack(rows)
 
 
+def _pool(rows: torch.Tensor, last: bool, d: int, device) -> torch.Tensor:
+    """rows[n_real, D] float32 -> the pooled vector (zeros when there is no real token)."""
+    if rows.shape[0] == 0:
+        return torch.zeros(d, dtype=torch.float32, device=device)
+    return rows[-1] if last else rows.mean(0)
+
+
+def condition_similarity(hidden: torch.Tensor, token_mask: torch.Tensor | None, cond_dirs: torch.Tensor,
+                         cond_codes: torch.Tensor) -> torch.Tensor:
+    """Twin of ops.cpp condition_similarity, row by row: sims[B, K] float32."""
+    from ..conditions.similarity import condition_similarity as sim_of
+
+    B, T, D = hidden.shape
+    real = (token_mask != 0) if token_mask is not None else torch.ones(B, T, dtype=torch.bool, device=hidden.device)
+    out = torch.empty((B, cond_dirs.shape[0]), dtype=torch.float32, device=hidden.device)
+    for b in range(B):
+        rows = hidden[b][real[b]].to(torch.float32)
+        for k in range(cond_dirs.shape[0]):
+            out[b, k] = sim_of(_pool(rows, bool(cond_codes[k, 2]), D, hidden.device), cond_dirs[k])
+    return out
+
+
 def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Tensor | None,
                 cond_dirs: torch.Tensor | None, cond_thresholds: torch.Tensor | None, cond_codes: torch.Tensor | None,
                 beh_vecs: torch.Tensor | None, beh_tables: torch.Tensor | None, ooi: bool) -> torch.Tensor:
@@ -42,11 +64,7 @@ def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Ten
             rows = hidden[b][real[b]].to(torch.float32)                       # [n_real, D]
             for k in range(cond_dirs.shape[0]):
                 bit, smaller, last = (int(x) for x in cond_codes[k])
-                if rows.shape[0] == 0:
-                    h = torch.zeros(D, dtype=torch.float32, device=hidden.device)
-                else:
-                    h = rows[-1] if last else rows.mean(0)
-                sim = condition_similarity(h, cond_dirs[k])
+                sim = condition_similarity(_pool(rows, bool(last), D, hidden.device), cond_dirs[k])
                 if bool(condition_met(sim, float(cond_thresholds[k]), "smaller" if smaller else "larger")):
                     state[b] |= bit
     out = hidden.clone(memory_format=torch.contiguous_format)
