@@ -14,7 +14,7 @@ a KV cache (activations/pooled.py) -> the direction of every layer in one C call
 GIL released: exact PCA (csrc/core/pca.c), or the mean difference / the logistic
 probe (csrc/core/extract_methods.c) -> SteeringVector.
 
-Methods (exact definitions: csrc/core/as_pca.h and csrc/core/as_methods.h):
+Methods (docs/extraction_methods.md; exact definitions: csrc/core/as_pca.h, csrc/core/as_methods.h):
   pca_pairwise, pca_center, pca_diff  first principal component of a training
       matrix built from the pairs; explained_variances = its explained-variance ratio.
   mean_diff  CAA / DiffMean: the mean over pairs of (positive - negative).
