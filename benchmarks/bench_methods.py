@@ -107,7 +107,7 @@ def main() -> None:
             tt, st = min(train_t[m]), min(solve_t[m])
             label = f"{layers[0]}-{layers[-1]}"
             print(f"{task:10} {label:>6} {len(ds.formatted_dataset):5d} {m:13} {tt:8.2f} {tt / base_train:6.2f} "
-                  f"{st:8.3f} {st / base_solve:11.1f}", flush=True)
+                  f"{st:8.3f} {st / base_solve:11.2f}", flush=True)
 
 
 if __name__ == "__main__":
