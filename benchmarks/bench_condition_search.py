@@ -1,6 +1,6 @@
 """find_best_condition_point: ours vs the common approach, in the same run.
 
-Setting (issue 5): the embedded SmolLM2-135M-Instruct, 200 harmful (positive) +
+Setting: the embedded SmolLM2-135M-Instruct, 200 harmful (positive) +
 200 harmless (negative) TRAIN prompts from ../shared/data/ibm-demo/
 condition_harmful.json, layers (1, L), thresholds numpy.arange(0, 0.1, 1e-4)
 (1000 values), max_layers_to_combine 1 and 2, mean pooling.

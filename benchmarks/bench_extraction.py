@@ -7,7 +7,7 @@ Data (../shared/data/ibm-demo, skipped cleanly when absent):
              method="pca_center", accumulate_last_x_tokens="suffix-only" (the FAQ's CAST step 2)
   condition  128 harmful/harmless train pairs, disable_suffixes=True: 256 strings;
              method="pca_center", accumulate_last_x_tokens="all"
-Layer sets: every layer (the SPEC default) and the demo's (behaviour 6..19, condition 1..19).
+Layer sets: every layer (train's default) and the demo's (behaviour 6..19, condition 1..19).
 
 Variants, each in its own fresh subprocess (same model, same dataset object built
 before the clock starts, one warm-up forward of one string first):

@@ -7,8 +7,28 @@
  * It is pure C11, never includes Python.h and never aborts or exits: every entry
  * point returns an as_status, writes its outputs only when it returns AS_OK, and
  * keeps no global state (safe to call from several threads on distinct buffers).
- * The CPython binding (csrc/bindings/_core.c) turns statuses into exceptions and
- * releases the GIL around every call that may take time.
+ * The CPython binding (csrc/bindings/_core.c) turns the error record into an
+ * exception (one function) and releases the GIL around every call that may take
+ * time.
+ *
+ * A call, start to finish (the exact PCA of one layer; every entry point looks
+ * like this: inputs, caller-allocated outputs, an error record, a status):
+ *
+ *     #include "as_core.h"
+ *
+ *     float rows[4 * 3] = {1, 0, 0,   0, 1, 0,      // pair 0: positive, negative
+ *                          2, 0, 1,   0, 2, 1};     // pair 1: positive, negative
+ *     float direction[3];
+ *     double explained[1];
+ *     as_error_t err;
+ *     as_status st = as_pca_fit(rows, 2, 3, AS_PCA_PAIRWISE, 1, direction, explained, NULL, &err);
+ *     if (st != AS_OK) {
+ *         fprintf(stderr, "%s (argument %s, index %lld)\n", err.message,
+ *                 err.argument ? err.argument : "-", (long long)err.index);
+ *         return 1;                                 // nothing was written to direction
+ *     }
+ *     // direction: unit PC1, signed so positives project above their negatives;
+ *     // explained[0]: its explained-variance ratio.
  *
  * Conventions
  *   - Arrays are C-contiguous, row-major. Shapes are written [rows, cols] next to
@@ -21,7 +41,7 @@
  *   as_pca.h         steering-vector PCA: pca_pairwise / pca_center / pca_diff
  *   as_condsearch.h  find_best_condition_point search (grid + exact sweep)
  *   as_rules.h       multisteer rule parser -> per-behaviour truth tables
- *   as_plan.h        steering plan validation (layer sets, vectors, strengths)
+ *   as_plan.h        steering plan validation -> per-layer tables for the hooks
  */
 #ifndef AS_CORE_H
 #define AS_CORE_H

@@ -29,7 +29,7 @@
  * the CHARACTER offset of the offending token inside that rule, message = "is
  * malformed at character N: <what>. Rules read ..." (the binding prefixes
  * rules[i] and the quoted rule and draws a caret under the token). Nothing
- * is ever silently false. n_conditions > AS_RULES_MAX_CONDITIONS (the tables would
+ * is ever silently false. n_conditions > AS_MAX_CONDITIONS (as_core.h) (the tables would
  * be too large) or a negative count is AS_ERR_INVALID_ARG. Nesting deeper than
  * AS_RULES_MAX_DEPTH (parentheses and `not` chains) is AS_ERR_PARSE.
  *
@@ -44,12 +44,11 @@
 extern "C" {
 #endif
 
-#define AS_RULES_MAX_CONDITIONS AS_MAX_CONDITIONS /* as_core.h */
 #define AS_RULES_MAX_DEPTH 64
 
 /* Compile `n_rules` rules (rules[i] is rule_lengths[i] bytes of UTF-8, not
  * necessarily NUL-terminated) into tables[n_behaviors, 1 << n_conditions].
- * 0 <= n_conditions <= AS_RULES_MAX_CONDITIONS, n_behaviors >= 1, n_rules >= 0.
+ * 0 <= n_conditions <= AS_MAX_CONDITIONS (as_core.h), n_behaviors >= 1, n_rules >= 0.
  * `err` may be NULL. tables is written only on AS_OK. */
 as_status as_rules_compile(const char *const *rules, const int64_t *rule_lengths, int64_t n_rules,
                            int64_t n_conditions, int64_t n_behaviors, uint8_t *tables, as_error_t *err);

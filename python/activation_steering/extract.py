@@ -107,7 +107,7 @@ class SteeringVector:
               save_analysis: bool = False, output_dir: str | os.PathLike = "activation_steering_figures",
               normalize: bool = True, probe_l2: float = 1.0, probe_standardize: bool = False,
               ) -> "SteeringVector":
-        """Extract a steering vector from `steering_dataset` (SPEC 3).
+        """Extract a steering vector from `steering_dataset` (docs/semantics.md, "Extraction").
 
         Args:
             model: a Hugging Face causal LM or a MalleableModel wrapping one.
@@ -130,9 +130,8 @@ class SteeringVector:
                 is still returned in activation space). Used by method="probe" only.
         """
         from . import _core
-        from .activations.pooled import capture_pooled
-        from .activations.tokens import (check_accumulate, pooling_spans, tokenize,
-                              warn_suffix_fallback)
+        from .activations.pooled import pooled_activations
+        from .activations.tokens import check_accumulate
 
         # ---- every argument is checked before the model runs ----
         if method not in METHODS:
@@ -169,27 +168,17 @@ class SteeringVector:
             if not layer_ids:
                 raise ValueError("hidden_layer_ids is empty: pass None for all layers or at least one layer id")
 
-        # ---- tokenize once; pooling spans per string ----
+        # ---- pooled activations of every string at every layer, one capture ----
         texts = [s for p in pairs for s in (p.positive, p.negative)]
         char_starts = [c for p in pairs for c in (getattr(p, "positive_suffix_start", None),
                                                   getattr(p, "negative_suffix_start", None))]
-        add_special = not getattr(steering_dataset, "use_chat_template", True)
-        tok = tokenize(tokenizer, texts, add_special, char_starts if mode == "suffix-only" else None)
-        empty = np.flatnonzero(tok.lengths == 0)
-        if empty.size:
-            i = int(empty[0])
-            raise ValueError(f"formatted_dataset[{i // 2}].{'positive' if i % 2 == 0 else 'negative'} tokenizes "
-                             "to no tokens; every string needs at least one token")
-        start, end, n_fallback = pooling_spans(tok, mode)
-        if mode == "suffix-only":
-            warn_suffix_fallback(n_fallback, len(texts))
-
         log("SteeringVector", f"Training: {len(pairs)} pairs, {len(layer_ids)} layers, method={method}, "
                               f"accumulate_last_x_tokens={mode!r}")
-        pad_id = next((t for t in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None))
-                       if isinstance(t, int)), 0)
-        pooled = capture_pooled(model, tok, start, end, layer_ids, int(batch_size), pad_id=pad_id,
-                                progress=GlobalConfig.is_verbose("SteeringVector"))
+        pooled = pooled_activations(
+            model, tokenizer, texts, layer_ids, mode, int(batch_size),
+            add_special_tokens=not getattr(steering_dataset, "use_chat_template", True),
+            suffix_char_starts=char_starts, progress=GlobalConfig.is_verbose("SteeringVector"),
+            name_of=lambda i: f"formatted_dataset[{i // 2}].{'positive' if i % 2 == 0 else 'negative'}")
 
         # ---- the direction of every layer in one C call (GIL released) ----
         k = 2 if save_analysis else 1

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .steering.decode import greedy_decode, plain_greedy
 from .config import log
 from .activations.prompts import encode, ensure_pad_token, format_prompt
-from .activations.layers import find_layers_and_base, unwrap_model
+from .activations.layers import find_layers_and_base, hidden_size, unwrap_model
 from .leash_layer import LeashLayer
 from .steering.state import PromptWatcher, SteeringState
 from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
@@ -34,15 +34,6 @@ DEFAULT_BEHAVIOR_LAYER_IDS = (10, 11, 12, 13, 14, 15)
 # The attribute of a wrapped model that points at the MalleableModel steering it,
 # so that a second wrapper of the same model replaces (never stacks on) the first.
 _OWNER_ATTR = "_as_steering_owner"
-
-
-def _hidden_size(model) -> int:
-    config = getattr(model, "config", None)
-    for name in ("hidden_size", "n_embd", "d_model"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return int(model.get_input_embeddings().weight.shape[1])
 
 
 def _param_placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -154,7 +145,7 @@ class MalleableModel:
         """
         self._reject_unknown(kwargs, "steer")
         plan = build_steer_plan(
-            self.n_layers, _hidden_size(self._as_wrapped_model), behavior_vector, behavior_layer_ids,
+            self.n_layers, hidden_size(self._as_wrapped_model), behavior_vector, behavior_layer_ids,
             behavior_vector_strength, condition_vector, condition_layer_ids, condition_vector_threshold,
             condition_comparator_threshold_is, condition_threshold_comparison_mode, use_explained_variance,
             use_ooi_preventive_normalization, apply_behavior_on_first_call)
@@ -180,7 +171,7 @@ class MalleableModel:
         """
         self._reject_unknown(kwargs, "multisteer")
         plan = build_multisteer_plan(
-            self.n_layers, _hidden_size(self._as_wrapped_model), behavior_vectors, behavior_layer_ids,
+            self.n_layers, hidden_size(self._as_wrapped_model), behavior_vectors, behavior_layer_ids,
             behavior_vector_strengths, condition_vectors, condition_layer_ids, condition_vector_thresholds,
             condition_comparator_threshold_is, rules, condition_threshold_comparison_modes, use_explained_variance,
             use_ooi_preventive_normalization, apply_behavior_on_first_call)
@@ -192,11 +183,25 @@ class MalleableModel:
         self._plan = None
         log("MalleableModel", "steering removed")
 
-    def find_best_condition_point(self, *args, **kwargs):
-        """Search condition layers/threshold/comparator by F1 (SPEC 4); see conditions/search.py."""
+    def find_best_condition_point(self, positive_strings: Sequence[str], negative_strings: Sequence[str],
+                                  condition_vector, layer_range: tuple[int, int] | None = None,
+                                  max_layers_to_combine: int = 1, threshold_range: tuple[float, float] = (0.0, 1.0),
+                                  threshold_step: float = 0.01, save_analysis: bool = False,
+                                  file_path: str | None = None, condition_threshold_comparison_mode: str = "mean",
+                                  exact: bool = False, batch_size: int = 32, plot: bool | str = False,
+                                  use_chat_template: bool = True, show_progress: bool | None = None,
+                                  ) -> tuple[list[int], float, str, float]:
+        """Best (layers, threshold, direction, f1) of a condition vector on this model:
+        steering is removed first, strings are formatted as `respond` formats prompts.
+        Arguments as conditions.search.find_best_condition_point (docs/semantics.md)."""
         from .conditions.search import find_best_condition_point
 
-        return find_best_condition_point(self, *args, **kwargs)
+        return find_best_condition_point(
+            self, positive_strings, negative_strings, condition_vector, layer_range=layer_range,
+            max_layers_to_combine=max_layers_to_combine, threshold_range=threshold_range,
+            threshold_step=threshold_step, save_analysis=save_analysis, file_path=file_path,
+            condition_threshold_comparison_mode=condition_threshold_comparison_mode, exact=exact,
+            batch_size=batch_size, plot=plot, use_chat_template=use_chat_template, show_progress=show_progress)
 
     @staticmethod
     def _reject_unknown(kwargs: dict, method: str) -> None:

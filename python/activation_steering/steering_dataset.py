@@ -1,4 +1,4 @@
-"""SteeringDataset: contrastive (positive, negative) text pairs, formatted for extraction (SPEC 2).
+"""SteeringDataset: contrastive (positive, negative) text pairs, formatted for extraction (docs/semantics.md, "Extraction").
 
     from activation_steering import SteeringDataset
     ds = SteeringDataset(tokenizer, [("I love it.", "I hate it.")])
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from .config import log
 from .activations.prompts import require_chat_template
 
-# Our own default openers (SPEC 2): the empty string first, then short generic
+# Our own default openers: the empty string first, then short generic
 # sentence starts that give each example several contexts to be read in. They
 # are joined to the formatted text with a space unless it already ends in
 # whitespace (a rendered chat turn ends in a newline).
@@ -167,7 +167,7 @@ def _check_system_message(system_message) -> tuple[str, str] | None:
 
 
 class SteeringDataset:
-    """Formatted contrastive pairs for `SteeringVector.train` (SPEC 2).
+    """Formatted contrastive pairs for `SteeringVector.train`.
 
     Attributes:
         formatted_dataset: list[ContrastivePair] in suffix-major order (for each

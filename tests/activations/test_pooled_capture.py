@@ -1,11 +1,11 @@
-"""Pooled capture of SteeringVector.train against a naive one-string-at-a-time reference.
+"""Pooled capture of SteeringVector.train against its one-string-at-a-time twin.
 
-The reference below is the plainest possible reading of SPEC 3: run each string
-alone with output_hidden_states=True and average hidden_states[i+1] over the
-string's pooled tokens. The suffix span is found independently of the
-tokenizer's offset mapping: each token's character end comes from decoding
-growing prefixes of the ids, and the suffix starts at the first token that ends
-after the suffix's first character.
+The twin (oracles/pooling.pooled_one_at_a_time) is the plainest possible reading
+of the pooling rule: run each string alone with output_hidden_states=True and
+average hidden_states[i+1] over the string's pooled tokens. Its suffix span is
+found independently of the tokenizer's offset mapping: each token's character
+end comes from decoding growing prefixes of the ids, and the suffix starts at
+the first token that ends after the suffix's first character.
 """
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from activation_steering.activations.pooled import capture_pooled
 from activation_steering.activations.prefix_sharing import plan_prefix_sharing, sharing_blockers
 from activation_steering.activations.tokens import pooling_spans, tokenize
 from activation_steering.config import GlobalConfig
+from activation_steering.oracles.pooling import pooled_one_at_a_time
 from activation_steering.activations.layers import find_decoder_layers
 
 GlobalConfig.set_verbose(False, "SteeringVector")
@@ -30,36 +31,6 @@ EXAMPLES = [
 ]
 SUFFIXES = [("Sure, here is", "Sorry"), (" yes", " absolutely not, never ever"), ("", "x")]
 MODES = [1, 5, "all", "suffix-only"]
-
-
-def naive_pooled(model, tokenizer, dataset, layer_ids, mode):
-    """[L, N, D] float64: hidden_states[i+1] of each string alone, pooled per SPEC 3."""
-    add_special = not dataset.use_chat_template
-    strings = [(getattr(p, side), getattr(p, side + "_suffix_start"))
-               for p in dataset.formatted_dataset for side in ("positive", "negative")]
-    out = None
-    for s, (text, cstart) in enumerate(strings):
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=add_special)
-        with torch.no_grad():
-            hs = model(**enc, output_hidden_states=True).hidden_states
-        ids = enc["input_ids"][0].tolist()
-        n = len(ids)
-        if mode == "all":
-            a, b = 0, n
-        elif mode == "suffix-only":
-            a, b = n - 1, n
-            if cstart is not None and cstart < len(text):
-                # character end of every token, by decoding growing prefixes
-                assert tokenizer.decode(ids, clean_up_tokenization_spaces=False) == text
-                ends = [len(tokenizer.decode(ids[:t + 1], clean_up_tokenization_spaces=False)) for t in range(n)]
-                a = next(t for t in range(n) if ends[t] > cstart)
-        else:
-            a, b = max(0, n - mode), n
-        if out is None:
-            out = np.zeros((len(layer_ids), len(strings), hs[0].shape[-1]))
-        for j, layer in enumerate(layer_ids):
-            out[j, s] = hs[layer + 1][0, a:b].double().mean(0).numpy()
-    return out
 
 
 def ours_pooled(model, tokenizer, dataset, layer_ids, mode, batch_size, share=None):
@@ -92,7 +63,7 @@ def test_pooled_equals_naive_reference(models, tokenizer, family, mode, monkeypa
                                tokenize(tokenizer, texts, False).lengths)
     assert plan.root_len > 0 and len(plan.groups) >= 2
     layers = [0, 2, 3]  # 3 is the last layer: hidden_states[4] is the final-norm output
-    ref = naive_pooled(model, tokenizer, ds, layers, mode)
+    ref = pooled_one_at_a_time(model, tokenizer, ds, layers, mode)
     for share in (False, True):  # the plain batched path and the shared-prefix path
         got = ours_pooled(model, tokenizer, ds, layers, mode, batch_size=4, share=share)
         assert got.dtype == np.float32 and got.shape == ref.shape
@@ -108,7 +79,7 @@ def test_raw_text_and_straddling_suffix(models, tokenizer, mode, monkeypatch):
     model = get_model(models, "llama")
     ds = SteeringDataset(tokenizer, [("The cat", "The dog"), ("How do I bake bread", "Tell me")],
                          suffixes=[("s are nice", "s are bad"), ("?", " a story")], use_chat_template=False)
-    ref = naive_pooled(model, tokenizer, ds, [1, 3], mode)
+    ref = pooled_one_at_a_time(model, tokenizer, ds, [1, 3], mode)
     for share in (False, True):
         got = ours_pooled(model, tokenizer, ds, [1, 3], mode, batch_size=3, share=share)
         assert np.abs(got - ref).max() <= 1e-4
@@ -130,7 +101,7 @@ def test_pooled_does_not_depend_on_batch_size(models, tokenizer):
 def test_train_matches_naive_pooling_plus_numpy_pca(models, tokenizer):
     model = get_model(models, "opt")
     ds = SteeringDataset(tokenizer, EXAMPLES, suffixes=SUFFIXES)
-    ref = naive_pooled(model, tokenizer, ds, [0, 1, 2, 3], "suffix-only")
+    ref = pooled_one_at_a_time(model, tokenizer, ds, [0, 1, 2, 3], "suffix-only")
     with pytest.warns(UserWarning, match="no suffix"):  # the ("", "x") suffix pair has an empty positive
         vec = SteeringVector.train(model, tokenizer, ds, method="pca_center",
                                    accumulate_last_x_tokens="suffix-only", batch_size=4)
@@ -254,7 +225,7 @@ def test_embedded_model_pooled_equals_naive(embedded, mode, monkeypatch):
                                ("Name a colour.", "Tell me a long story about a cat who sails.")],
                          suffixes=[("Sure! Here", "I can't help"), ("", " No")])
     layers = [0, 14, 29]
-    ref = naive_pooled(model, tok, ds, layers, mode)
+    ref = pooled_one_at_a_time(model, tok, ds, layers, mode)
     scale = max(1.0, float(np.abs(ref).max()))
     for share in (False, True):
         got = ours_pooled(model, tok, ds, layers, mode, batch_size=3, share=share)
@@ -320,4 +291,4 @@ def test_a_failing_probe_falls_back_to_the_plain_path(tokenizer, monkeypatch):
     ds = SteeringDataset(tokenizer, EXAMPLES, suffixes=SUFFIXES)
     got = ours_pooled(model, tokenizer, ds, [1, 3], "all", batch_size=4)
     assert model._as_prefix_sharing_ok is False
-    assert np.abs(got - naive_pooled(model, tokenizer, ds, [1, 3], "all")).max() <= 1e-4
+    assert np.abs(got - pooled_one_at_a_time(model, tokenizer, ds, [1, 3], "all")).max() <= 1e-4

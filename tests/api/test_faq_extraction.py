@@ -8,7 +8,6 @@ in a temporary working directory, against a tiny fixture model with 16 layers
   - the data: the CAST snippet uses `behavior_data` both as a list of items
     (`for item in behavior_data`) and as a dict (`behavior_data['...']`), which no
     JSON value is; its json.load returns an object that is both.
-Snippets that build a MalleableModel need the steering runtime (issue 4).
 """
 import json
 import textwrap
@@ -19,6 +18,7 @@ from tiny_models import make_model
 
 from activation_steering import SteeringDataset, SteeringVector
 from activation_steering.config import GlobalConfig
+from activation_steering.malleable_model import MalleableModel
 from faq_snippets import assert_snippets_in_faq
 
 SAVE_ANALYSIS = '''
@@ -268,13 +268,8 @@ def test_save_load_snippet(model, tokenizer, workdir):
     assert ns["loaded_vector"] == vec
 
 
-def _malleable():
-    return pytest.importorskip("activation_steering.malleable_model",
-                               reason="MalleableModel (steering runtime, issue 4) is not in this tree yet")
-
-
 def test_create_snippet_with_a_malleable_model(model, tokenizer, workdir):
-    mm = _malleable().MalleableModel(model, tokenizer)
+    mm = MalleableModel(model, tokenizer)
     ns = run(CREATE, {"malleable_model": mm, "tokenizer": tokenizer})
     check_vector(ns["steering_vector"])
     direct = SteeringVector.train(model, tokenizer, ns["steering_dataset"])
@@ -282,7 +277,6 @@ def test_create_snippet_with_a_malleable_model(model, tokenizer, workdir):
 
 
 def test_replicate_snippet(model, tokenizer, workdir, monkeypatch):
-    _malleable()
     import transformers
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(lambda cls, *a, **k: model))

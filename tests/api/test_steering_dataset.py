@@ -1,4 +1,4 @@
-"""SteeringDataset (SPEC 2): cleaning, chat rendering, suffix product, suffix bookkeeping, bad input."""
+"""SteeringDataset: cleaning, chat rendering, suffix product, suffix bookkeeping, bad input."""
 import pytest
 
 from activation_steering import SteeringDataset

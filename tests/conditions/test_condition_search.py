@@ -1,11 +1,11 @@
-"""find_best_condition_point end to end (SPEC 4): batched similarities equal the
+"""find_best_condition_point end to end: batched similarities equal the
 one-prompt-at-a-time definition, the search equals brute force on them, the
 analysis/plot artefacts, bad input before any forward, and the FAQ snippets.
 
-The one-at-a-time reference is written plainly: format as respond does, run the
-full model on the single prompt with output_hidden_states=True (hidden_states[i]
-is h_in[i], the input of layer i), pool over all its tokens or take the last,
-and apply similarity.condition_similarity.
+The twins live in activation_steering/oracles: pooling.similarities_one_at_a_time
+(format as respond does, run the full model on the single prompt with
+output_hidden_states=True, pool the decoder layer input) and
+search.best_condition_point (literal enumeration).
 """
 import json
 import types
@@ -16,11 +16,14 @@ import pytest
 import torch
 
 from activation_steering.conditions import report, search as condition_search
+from activation_steering.extract import SteeringVector
+from activation_steering.malleable_model import MalleableModel
 from activation_steering.conditions.search import (condition_predictions, condition_similarities,
                                                   find_best_condition_point)
-from activation_steering.activations.prompts import format_prompt
 from activation_steering.activations.layers import find_decoder_layers
-from activation_steering.conditions.similarity import condition_similarity
+from activation_steering.conditions.thresholds import f1_score
+from activation_steering.oracles.pooling import similarities_one_at_a_time
+from activation_steering.oracles.search import best_condition_point, fpr_capped_point
 from tiny_models import fresh_tokenizer, make_model
 
 POSITIVES = [
@@ -44,8 +47,8 @@ NEGATIVES = [
 class StandInMalleable:
     """The parts of MalleableModel the search relies on: the wrapped model (found by
     layers.unwrap_model), .tokenizer, a steering that adds a vector at a layer's
-    input, and reset_leash_to_default removing it. Used only while the real
-    malleable_model module does not exist."""
+    input, and reset_leash_to_default removing it (counted, so a test can see
+    that the search resets exactly once, and never on bad input)."""
 
     def __init__(self, model, tokenizer):
         self._as_wrapped_model = model
@@ -74,57 +77,10 @@ class StandInMalleable:
         return condition_search.find_best_condition_point(self, *args, **kwargs)
 
 
-def malleable_class():
-    try:
-        from activation_steering.malleable_model import MalleableModel
-    except ImportError:
-        return StandInMalleable
-    return MalleableModel
-
-
 def make_vector(n_layers: int, hidden: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     directions = {i: rng.standard_normal(hidden).astype(np.float32) for i in range(n_layers)}
-    try:
-        from activation_steering.extract import SteeringVector
-    except ImportError:
-        return types.SimpleNamespace(model_type="llama", directions=directions,
-                                     explained_variances={i: 0.5 for i in directions})
     return SteeringVector(model_type="llama", directions=directions, explained_variances={i: 0.5 for i in directions})
-
-
-def one_at_a_time(model, tokenizer, strings, vector, layer_ids, mode):
-    out = np.zeros((len(strings), len(layer_ids)), dtype=np.float32)
-    for s, text in enumerate(strings):
-        formatted = format_prompt(tokenizer, text)
-        enc = tokenizer(formatted, return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            hidden_states = model(**enc, output_hidden_states=True).hidden_states
-        for k, layer in enumerate(layer_ids):
-            h = hidden_states[layer][0]                           # h_in[layer]: [T, D]
-            pooled = h.mean(0) if mode == "mean" else h[-1]
-            out[s, k] = condition_similarity(pooled, torch.as_tensor(vector.directions[layer])).item()
-    return out
-
-
-def plain_f1(pred, labels):
-    tp = int(np.sum(pred & labels))
-    fp = int(np.sum(pred & ~labels))
-    fn = int(np.sum(~pred & labels))
-    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
-def brute_force(sims, labels, layer_ids, max_combine, grid):
-    best = None
-    for r in range(1, max_combine + 1):
-        for combo in combinations(range(len(layer_ids)), r):
-            for t in grid:
-                for direction in ("larger", "smaller"):
-                    met = sims[:, combo] < t if direction == "larger" else sims[:, combo] > t
-                    f1 = plain_f1(met.any(axis=1), labels)
-                    if best is None or f1 > best[3]:
-                        best = ([layer_ids[c] for c in combo], float(t), direction, f1)
-    return best
 
 
 class ForwardCounter:
@@ -145,7 +101,7 @@ def test_batched_similarities_equal_one_at_a_time(family, mode):
     vector = make_vector(4, 64)
     strings = POSITIVES + NEGATIVES
     layer_ids = [0, 1, 2, 3]
-    ref = one_at_a_time(model, tok, strings, vector, layer_ids, mode)
+    ref = similarities_one_at_a_time(model, tok, strings, vector, layer_ids, mode)
     for batch_size in (1, 3, 32):
         got = condition_similarities(model, strings, vector, layer_ids, mode, batch_size=batch_size, tokenizer=tok)
         assert got.shape == (len(strings), 4) and got.dtype == np.float32
@@ -184,7 +140,7 @@ def test_search_equals_brute_force_on_the_similarities(tiny_llama, tokenizer, mo
     sims = condition_similarities(tiny_llama, POSITIVES + NEGATIVES, vector, [0, 1, 2, 3], mode, batch_size=4,
                                   tokenizer=tokenizer)
     labels = np.array([True] * len(POSITIVES) + [False] * len(NEGATIVES))
-    assert got == brute_force(sims, labels, [0, 1, 2, 3], max_combine, grid)
+    assert got == best_condition_point(sims, labels, [0, 1, 2, 3], max_combine, grid)
     layers, threshold, direction, f1 = got
     assert isinstance(layers, list) and all(type(x) is int for x in layers)
     assert type(threshold) is float and type(f1) is float and direction in ("larger", "smaller")
@@ -199,13 +155,13 @@ def test_defaults_layer_range_one_to_L_and_exact_mode(tiny_llama, tokenizer):
     sims = condition_similarities(tiny_llama, POSITIVES + NEGATIVES, vector, [1, 2, 3], tokenizer=tokenizer)
     labels = np.array([True] * len(POSITIVES) + [False] * len(NEGATIVES))
     # max_layers_to_combine above the number of layers is capped (as the reference does)
-    assert (layers, t, d, f1) == brute_force(sims, labels, [1, 2, 3], 3, np.arange(-0.5, 0.5, 0.05))
+    assert (layers, t, d, f1) == best_condition_point(sims, labels, [1, 2, 3], 3, np.arange(-0.5, 0.5, 0.05))
     e_layers, e_t, e_d, e_f1 = find_best_condition_point(tiny_llama, POSITIVES, NEGATIVES, vector,
                                                          tokenizer=tokenizer, max_layers_to_combine=3, exact=True)
     assert e_f1 >= f1
     cols = [e_layers[k] - 1 for k in range(len(e_layers))]
     met = sims[:, cols] < e_t if e_d == "larger" else sims[:, cols] > e_t
-    assert plain_f1(met.any(axis=1), labels) == e_f1
+    assert f1_score(met.any(axis=1), labels) == e_f1
 
 
 def test_condition_predictions_apply_the_same_rule(tiny_llama, tokenizer):
@@ -217,19 +173,18 @@ def test_condition_predictions_apply_the_same_rule(tiny_llama, tokenizer):
                                                         tokenizer=tokenizer), (sims < t).any(axis=1))
     np.testing.assert_array_equal(condition_predictions(tiny_llama, strings, vector, [2, 3], t, "smaller",
                                                         tokenizer=tokenizer), (sims > t).any(axis=1))
-    with pytest.raises(ValueError, match="direction"):
+    with pytest.raises(ValueError, match="comparator"):
         condition_predictions(tiny_llama, strings, vector, [2], t, "bigger", tokenizer=tokenizer)
 
 
-def test_malleable_model_is_reset_first_and_left_unsteered(tiny_llama):
-    cls = malleable_class()
+@pytest.mark.parametrize("cls", [MalleableModel, StandInMalleable])
+def test_malleable_model_is_reset_first_and_left_unsteered(tiny_llama, cls):
     tok = fresh_tokenizer()
     mm = cls(tiny_llama, tok)
     vector = make_vector(4, 64, seed=4)
     clean = condition_similarities(tiny_llama, POSITIVES + NEGATIVES, vector, [1, 2, 3], tokenizer=tok)
-    push = torch.full((64,), 3.0)
     if cls is StandInMalleable:
-        mm.steer_add(1, push)
+        mm.steer_add(1, torch.full((64,), 3.0))
     else:
         mm.steer(behavior_vector=make_vector(4, 64, seed=9), behavior_layer_ids=[1], behavior_vector_strength=3.0)
     steered = condition_similarities(tiny_llama, POSITIVES + NEGATIVES, vector, [1, 2, 3], tokenizer=tok)
@@ -238,14 +193,16 @@ def test_malleable_model_is_reset_first_and_left_unsteered(tiny_llama):
     got = mm.find_best_condition_point(POSITIVES, NEGATIVES, vector, threshold_range=(-0.5, 0.5), threshold_step=0.01)
     labels = np.array([True] * len(POSITIVES) + [False] * len(NEGATIVES))
     # the search saw the unsteered model...
-    assert got == brute_force(clean, labels, [1, 2, 3], 1, np.arange(-0.5, 0.5, 0.01))
+    assert got == best_condition_point(clean, labels, [1, 2, 3], 1, np.arange(-0.5, 0.5, 0.01))
     # ...and left it unsteered, with no hooks of its own behind
     after = condition_similarities(tiny_llama, POSITIVES + NEGATIVES, vector, [1, 2, 3], tokenizer=tok)
     np.testing.assert_array_equal(after, clean)
+    assert [len(layer._forward_pre_hooks) for layer in find_decoder_layers(tiny_llama)] == \
+        [hooks_before[0], hooks_before[1] - 1, *hooks_before[2:]]
     if cls is StandInMalleable:
         assert mm.resets == 1
-        assert [len(layer._forward_pre_hooks) for layer in find_decoder_layers(tiny_llama)] == \
-            [hooks_before[0], hooks_before[1] - 1, *hooks_before[2:]]
+    else:
+        assert mm.steering_plan is None
 
 
 def test_progress_bar_over_batches(tiny_llama, tokenizer, capsys):
@@ -285,7 +242,7 @@ def test_save_analysis_json(tiny_llama, tokenizer, tmp_path, monkeypatch):
         for t_ in grid:
             for direction in ("larger", "smaller"):
                 met = sims[:, cols] < t_ if direction == "larger" else sims[:, cols] > t_
-                f = plain_f1(met.any(axis=1), labels)
+                f = f1_score(met.any(axis=1), labels)
                 if f > 0:
                     expected[f"{t_:.3f}_{direction}"] = f
         assert scores == expected
@@ -380,7 +337,6 @@ def test_plain_model_needs_a_tokenizer(tiny_llama):
 def test_faq_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model, tokenizer = make_model("llama", n_layers=16), fresh_tokenizer()
-    MalleableModel = malleable_class()
     condition_vector = steering_vector = make_vector(16, 64, seed=7)
     condition_data = {"harmful": POSITIVES, "harmless": NEGATIVES}
 
@@ -432,7 +388,7 @@ def test_embedded_batched_equals_one_at_a_time(embedded, mode):
     vector = make_vector(n_layers, hidden, seed=8)
     strings = POSITIVES + NEGATIVES
     layer_ids = list(range(1, n_layers))
-    ref = one_at_a_time(model, tok, strings, vector, layer_ids, mode)
+    ref = similarities_one_at_a_time(model, tok, strings, vector, layer_ids, mode)
     got = condition_similarities(model, strings, vector, layer_ids, mode, batch_size=4, tokenizer=tok)
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
 
@@ -445,22 +401,10 @@ from hypothesis import given, settings as hyp_settings, strategies as st  # noqa
 from activation_steering.conditions.thresholds import threshold_at_false_positive_rate  # noqa: E402
 
 
-def _brute_force_fpr_point(pos, neg, direction, cap):
-    """Every threshold on a fine grid around the data; the best (tpr, -fpr) under the cap."""
-    grid = np.linspace(min(pos.min(), neg.min()) - 1, max(pos.max(), neg.max()) + 1, 4001)
-    best = None
-    for t in grid:
-        met_p = (pos < t).any(1) if direction == "larger" else (pos > t).any(1)
-        met_n = (neg < t).any(1) if direction == "larger" else (neg > t).any(1)
-        if met_n.mean() <= cap and (best is None or (met_p.mean(), -met_n.mean()) > best):
-            best = (met_p.mean(), -met_n.mean())
-    return best
-
-
 @hyp_settings(max_examples=60, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 2), st.sampled_from(["larger", "smaller"]),
        st.sampled_from([0.0, 0.05, 0.2, 1.0]), st.integers(0, 2**31 - 1))
-def test_fpr_point_matches_brute_force(n_pos, n_neg, n_layers, direction, cap, seed):
+def test_fpr_point_matches_best_condition_point(n_pos, n_neg, n_layers, direction, cap, seed):
     rng = np.random.default_rng(seed)
     pos = np.round(rng.normal(0.3, 1, (n_pos, n_layers)), 2)  # rounded: ties happen
     neg = np.round(rng.normal(0.0, 1, (n_neg, n_layers)), 2)
@@ -468,13 +412,13 @@ def test_fpr_point_matches_brute_force(n_pos, n_neg, n_layers, direction, cap, s
     met_p = (pos < t).any(1) if direction == "larger" else (pos > t).any(1)
     met_n = (neg < t).any(1) if direction == "larger" else (neg > t).any(1)
     assert (met_p.mean(), met_n.mean()) == (tpr, fpr) and fpr <= cap
-    assert (tpr, -fpr) == _brute_force_fpr_point(pos, neg, direction, cap)
+    assert (tpr, -fpr) == fpr_capped_point(pos, neg, direction, cap)
 
 
 def test_fpr_point_arguments_and_1d_input():
     t, tpr, fpr = threshold_at_false_positive_rate(np.array([0.1, 0.2]), np.array([0.5, 0.6]), "larger", 0.0)
     assert (tpr, fpr) == (1.0, 0.0) and 0.2 < t < 0.5
-    with pytest.raises(ValueError, match="direction"):
+    with pytest.raises(ValueError, match="comparator"):
         threshold_at_false_positive_rate(np.zeros(2), np.zeros(2), "bigger", 0.1)
     with pytest.raises(ValueError, match="max_false_positive_rate"):
         threshold_at_false_positive_rate(np.zeros(2), np.zeros(2), "larger", 1.5)

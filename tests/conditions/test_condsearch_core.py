@@ -1,14 +1,13 @@
 """The C condition-point search (csrc/core/condsearch.c) against plain brute force.
 
-The references below are written the obvious way: itertools over combinations x
-thresholds x directions, "any layer meets the condition" evaluated literally,
+The references (activation_steering/oracles/search.py) are written the obvious
+way: itertools over combinations x thresholds x comparators, "any layer meets the condition" evaluated literally,
 F1 = 2TP / (2TP + FP + FN) (0 when TP = 0), and the first strictly better
 candidate kept. The C search must return the same first best, the same score
 for every candidate, and (exact mode) the same optimum as brute force over every
 midpoint between sorted distinct values.
 """
 import math
-from itertools import combinations
 
 import numpy as np
 import pytest
@@ -16,87 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from activation_steering import _core
-
-DIRECTIONS = ("larger", "smaller")
-
-
-# --------------------------------------------------------------------------- #
-# Plain references
-# --------------------------------------------------------------------------- #
-def plain_f1(pred, labels):
-    tp = sum(1 for p, y in zip(pred, labels) if p and y)
-    fp = sum(1 for p, y in zip(pred, labels) if p and not y)
-    fn = sum(1 for p, y in zip(pred, labels) if not p and y)
-    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
-def met(sim, t, direction):
-    return sim < t if direction == "larger" else sim > t
-
-
-def predict(sims, combo, t, direction):
-    return [any(met(float(row[l]), t, direction) for l in combo) for row in sims]
-
-
-def all_combos(n_layers, max_combine):
-    return [c for r in range(1, max_combine + 1) for c in combinations(range(n_layers), r)]
-
-
-def brute_grid(sims, labels, max_combine, grid):
-    """(best, scores[n_combos, T, 2]) by literal enumeration in SPEC order."""
-    combos = all_combos(sims.shape[1], max_combine)
-    scores = np.zeros((len(combos), len(grid), 2))
-    best = None
-    for k, combo in enumerate(combos):
-        for j, t in enumerate(grid):
-            for c, direction in enumerate(DIRECTIONS):
-                f1 = plain_f1(predict(sims, combo, float(t), direction), labels)
-                scores[k, j, c] = f1
-                if best is None or f1 > best["f1"]:
-                    best = dict(columns=combo, combo_index=k, threshold_index=j, threshold=float(t),
-                                direction=direction, f1=f1)
-    return best, scores
-
-
-def exact_candidates(values, direction):
-    """Candidate thresholds of the header's contract, ascending."""
-    d = sorted(set(float(v) for v in values))
-    cands = [d[0] - 1.0]
-    for a, b in zip(d, d[1:]):
-        m = 0.5 * a + 0.5 * b
-        cands.append(m if a < m < b else (b if direction == "larger" else a))
-    cands.append(d[-1] + 1.0)
-    return cands
-
-
-def brute_exact(sims, labels, max_combine):
-    """First best over every candidate of every combination, in the order
-    (combination, threshold ascending, larger before smaller)."""
-    combos = all_combos(sims.shape[1], max_combine)
-    best = None
-    per_combo = np.zeros((len(combos), 2, 2))
-    for k, combo in enumerate(combos):
-        cands = []
-        for c, direction in enumerate(DIRECTIONS):
-            reduce = np.min if direction == "larger" else np.max
-            values = reduce(sims[:, list(combo)], axis=1)
-            dir_best = None
-            for t in exact_candidates(values, direction):
-                f1 = plain_f1(predict(sims, combo, t, direction), labels)
-                cands.append((t, c, f1))
-                if dir_best is None or f1 > dir_best[1]:
-                    dir_best = (t, f1)
-            per_combo[k, c] = dir_best
-        for t, c, f1 in sorted(cands, key=lambda x: (x[0], x[1])):
-            if best is None or f1 > best["f1"]:
-                best = dict(columns=combo, combo_index=k, threshold=t, direction=DIRECTIONS[c], f1=f1)
-    return best, per_combo
+from activation_steering.conditions.similarity import COMPARATORS
+from activation_steering.conditions.thresholds import f1_score
+from activation_steering.oracles.search import all_combos, brute_exact, brute_grid, predict
 
 
 def assert_same_best(got, ref, grid_mode=True):
     assert tuple(got["columns"]) == tuple(ref["columns"])
     assert got["combo_index"] == ref["combo_index"]
-    assert got["direction"] == ref["direction"]
+    assert got["direction"] == ref["comparator"]
     assert got["f1"] == ref["f1"]
     assert got["threshold"] == ref["threshold"]
     if grid_mode:
@@ -152,7 +79,7 @@ def test_exact_equals_brute_force_over_midpoints_and_beats_grid(problem):
     assert got["f1"] >= grid_best["f1"]
     # The returned threshold really achieves the returned F1.
     cols = got["columns"]
-    assert plain_f1(predict(sims, cols, got["threshold"], got["direction"]), labels) == got["f1"]
+    assert f1_score(predict(sims, cols, got["threshold"], got["direction"]), labels) == got["f1"]
 
 
 # --------------------------------------------------------------------------- #
@@ -214,7 +141,7 @@ def test_exact_handles_adjacent_doubles_and_single_value():
         got = _core.condsearch_exact(sims, np.array(labels, dtype=bool), 1)
         assert got["f1"] == 1.0 and got["direction"] == direction
         pred = predict(sims, (0,), got["threshold"], direction)
-        assert pred == [bool(x) for x in labels]
+        assert pred.tolist() == [bool(x) for x in labels]
     # One value: "larger" at 0.5 + 1 and "smaller" at 0.5 - 1 both predict it; the
     # lower threshold comes first in the order.
     one = _core.condsearch_exact(np.array([[0.5]]), np.array([True]), 1, return_per_combo=True)
@@ -254,9 +181,9 @@ def test_benchmark_sized_problem_matches_vectorised_reference():
             f1 = np.where(tp == 0, 0.0, 2 * tp / np.maximum(2 * tp + fp + (P - tp), 1))
             np.testing.assert_array_equal(got["scores"][k, :, c], f1)
     flat = got["scores"].reshape(-1)
-    first = int(np.argmax(flat))  # argmax returns the first maximum: SPEC order
+    first = int(np.argmax(flat))  # argmax returns the first maximum: the documented order
     k, j, c = np.unravel_index(first, got["scores"].shape)
-    assert (got["combo_index"], got["threshold_index"], got["direction"]) == (k, j, DIRECTIONS[c])
+    assert (got["combo_index"], got["threshold_index"], got["direction"]) == (k, j, COMPARATORS[c])
 
 
 # --------------------------------------------------------------------------- #

@@ -1,8 +1,13 @@
 """The demo pipeline end to end on a fixture model and a small slice of the project data."""
 import json
 
-from activation_steering import demo
+import numpy as np
+
+from activation_steering import SteeringVector, demo
+from activation_steering.conditions.search import condition_similarities
+from activation_steering.conditions.similarity import condition_met
 from activation_steering.conditions.thresholds import f1_score
+from activation_steering.demo.judge import is_refusal
 from tiny_models import make_model, make_tokenizer
 
 
@@ -12,15 +17,29 @@ def test_demo_pipeline_produces_table_and_artefacts(tmp_path):
                          full.train_harmful[:8], full.train_harmless[:8], full.test_harmful[:4], full.test_harmless[:4])
     settings = demo.DemoSettings(n_questions=6, n_suffix_pairs=3, behavior_layer_ids=[1, 2],
                                  condition_layer_range=(1, 4), threshold_step=0.01, max_new_tokens=4, batch_size=4)
-    results = demo.run(settings, data, model=make_model("llama"), tokenizer=make_tokenizer(), output_dir=tmp_path,
-                       log=lambda *_: None)
+    model, tokenizer = make_model("llama"), make_tokenizer()
+    results = demo.run(settings, data, model=model, tokenizer=tokenizer, output_dir=tmp_path, log=lambda *_: None)
     assert list(results["refusal_rates"]) == ["base", "steered", "CAST", "CAST-strict"]
     strict = results["strict_condition_point"]
     assert strict["train_false_positive_rate"] <= settings.strict_false_positive_rate
-    assert 0.0 <= strict["test_true_positive_rate"] <= 1.0
-    for rates in results["refusal_rates"].values():
-        assert 0.0 <= rates["harmful"] <= 1.0 and 0.0 <= rates["harmless"] <= 1.0
     assert results["n_test"] == {"harmful": 4, "harmless": 4}
+    # each refusal rate is the judge's verdict on the responses written next to it
+    responses = json.loads((tmp_path / "all_responses.json").read_text())
+    for name, rates in results["refusal_rates"].items():
+        for side, harmful in (("harmful", True), ("harmless", False)):
+            rows = [r for r in responses[name] if r["harmful"] is harmful]
+            assert len(rows) == 4 and rates[side] == np.mean([is_refusal(r["response"]) for r in rows])
+    # the held-out rates of both condition points are the condition's predictions at their thresholds
+    point = results["condition_point"]
+    cond = SteeringVector.load(str(tmp_path / "condition_vector.svec"))
+    sims = condition_similarities(model, data.test_harmful + data.test_harmless, cond, point["layers"],
+                                  settings.condition_mode, tokenizer=tokenizer)
+    truth = np.array([True] * 4 + [False] * 4)
+    strict_pred = condition_met(sims, strict["threshold"], point["direction"]).any(axis=1)
+    assert strict["test_true_positive_rate"] == strict_pred[truth].mean()
+    assert strict["test_false_positive_rate"] == strict_pred[~truth].mean()
+    pred = condition_met(sims, point["threshold"], point["direction"]).any(axis=1)
+    assert point["test_f1"] == f1_score(pred, truth)
     for name in ["behavior_vector.svec", "condition_vector.svec", "condition_point_analysis.json",
                  "refusal_rates.png", "example_responses.json", "results.json"]:
         assert (tmp_path / name).is_file(), name

@@ -5,8 +5,12 @@ import pytest
 from activation_steering import _core
 
 
-def test_version():
-    assert _core.version() == "0.1.0"
+def test_core_reports_the_project_version():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert _core.version() == pyproject["project"]["version"]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (64, 129), (300, 17)])

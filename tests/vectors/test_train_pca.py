@@ -1,43 +1,15 @@
-"""The C PCA (as_pca_fit via _core.pca_fit) against a numpy full-SVD reference (SPEC 3)."""
+"""The C PCA (as_pca_fit via _core.pca_fit) against its numpy full-SVD twin (oracles/pca.py)."""
 import numpy as np
 import pytest
 from tiny_models import make_model
 
 from activation_steering import SteeringDataset, SteeringVector, _core
 from activation_steering.config import GlobalConfig
+from activation_steering.oracles.pca import reference_pca, training_matrix
 
 GlobalConfig.set_verbose(False, "SteeringVector")
 GlobalConfig.set_verbose(False, "SteeringDataset")
 METHODS = ["pca_pairwise", "pca_center", "pca_diff"]
-
-
-def training_matrix(h, method):
-    h = h.astype(np.float64)
-    if method == "pca_pairwise":
-        mid = (h[0::2] + h[1::2]) / 2
-        t = h.copy()
-        t[0::2] -= mid
-        t[1::2] -= mid
-        return t
-    if method == "pca_center":
-        return h - h.mean(0)
-    return h[0::2] - h[1::2]
-
-
-def reference_pca(h, method, k=2):
-    """(components[k, D], ratios[k], mean[D]) by full SVD, signs per the SPEC rule
-    (component 0) and largest-|entry|-positive (component 1)."""
-    t = training_matrix(h, method)
-    mean = t.mean(0)
-    _, s, vt = np.linalg.svd(t - mean, full_matrices=True)
-    comps = vt[:k].copy()
-    for j in range(k):
-        if comps[j][np.argmax(np.abs(comps[j]))] < 0:
-            comps[j] = -comps[j]
-    proj = h.astype(np.float64) @ comps[0]
-    if np.sum(proj[0::2] < proj[1::2]) > np.sum(proj[0::2] > proj[1::2]):
-        comps[0] = -comps[0]
-    return comps, s[:k] ** 2 / np.sum(s ** 2), mean
 
 
 def make_rows(n_pairs, d, seed, shift=3.0):

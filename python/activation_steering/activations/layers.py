@@ -61,6 +61,18 @@ def find_decoder_layers(model) -> nn.ModuleList:
     return find_layers_and_base(model)[1]
 
 
+def hidden_size(model) -> int:
+    """Width D of the residual stream: the config's hidden_size (n_embd, d_model),
+    else the input embedding's width."""
+    inner = unwrap_model(model)
+    config = getattr(inner, "config", None)
+    for name in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return int(inner.get_input_embeddings().weight.shape[1])
+
+
 def num_layers(model) -> int:
     return len(find_decoder_layers(model))
 

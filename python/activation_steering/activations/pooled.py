@@ -1,46 +1,29 @@
-"""Pooled activation capture for SteeringVector.train (SPEC 3, DESIGN data flow 1).
+"""Pooled capture for SteeringVector.train: N strings -> pooled[n_layers, N, D].
 
-For N strings and the requested layers this fills ONE float32 buffer
-``pooled[n_layers, N, D]`` (layer-major: each layer's PCA input is contiguous)
-with, for string s and layer i, the mean of ``hidden_states[i+1]`` over a token
-span [start_s, end_s) of s's REAL tokens:
+ONE float32 buffer, layer-major (each layer's PCA input is contiguous): for string
+s and layer i, the mean of the layer output of i (hidden_states[i+1]) over s's
+pooling span [start_s, end_s) of real tokens (tokens.pooling_spans;
+docs/semantics.md says what the spans are).
 
-    int k          the last k real tokens (clamped to the string's length)
-    "all"          every real token
-    "suffix-only"  the tokens of s's own suffix, found through the tokenizer's
-                   character offsets (a token straddling the boundary counts as
-                   suffix); no suffix -> the last token, with one warning
+How it stays exact and cheap:
+  - strings are tokenized once, unpadded, and batched by length with RIGHT
+    padding, so a real token never sees a pad (causal attention) and keeps the
+    position ids it has alone;
+  - `runner.TruncatedForward` reads only the requested layers and stops after the
+    deepest one; each row's span is pooled on the fly (`pool_spans` op) and
+    written straight into the buffer - no full hidden states are kept;
+  - shared prefixes run once (prefix_sharing.py): the tokens all strings share
+    (the root) and the tokens a group shares (one rendered example before its
+    suffixes) fill a KV cache; each string then runs only its own tokens against
+    a row-selected copy, with its true position ids and an attention mask over
+    [root | group prefix | own tokens]. The span's parts from the three levels are
+    summed in float64 and divided once. It is the same causal computation, so it
+    equals the plain batched path up to float rounding; a probe on four strings
+    (first use per model) confirms it, else the plain path runs.
+Results do not depend on batch_size or the sort beyond float rounding.
 
-How (and why it is exact and cheap):
-  - each string is tokenized once, unpadded; batches are formed from strings
-    sorted by length (less padding) and RIGHT-padded, so a real token never sees
-    a pad (causal attention) and its position ids are those of the string alone;
-  - forward hooks on only the requested decoder layers pool each row's span on
-    the fly with the `pool_spans` op and write it straight into the buffer;
-    no full hidden states are kept, `output_hidden_states` is never used;
-  - the forward stops right after the deepest requested layer, so later layers
-    and the LM head never run. Hugging Face's ``hidden_states[L]`` (last layer)
-    is the base model's *final* output (after the final norm), not what the last
-    decoder layer returns; when the last layer is requested we read exactly that
-    output, so x(s, i) == hidden_states[i+1] for every i.
-  - shared prefixes are computed once (`plan_prefix_sharing`): strings of a
-    SteeringDataset repeat a lot of text (every string starts with the chat
-    template's system turn; every example is repeated once per suffix). The
-    tokens all strings share (the *root*) and the tokens a group of strings
-    shares (e.g. one rendered example, before its suffixes) run once, filling a
-    KV cache; each string then runs only its own remaining tokens against a
-    row-selected copy of that cache, with its true position ids and an attention
-    mask over [root | its group's prefix | its own tokens]. Pooling sums the span's
-    parts from the three levels (float64) and divides once. Mathematically this
-    is the same causal computation, so the result equals the plain batched one up
-    to float rounding; tests hold both to the one-string-at-a-time reference.
-    It is used only where it is known to be safe: the base model takes
-    `position_ids` and a cache argument, its cache is a plain DynamicCache (no
-    sliding-window or other special layers), attention is "sdpa" or "eager",
-    no forward pre-hook is installed on the base model or a decoder layer (a
-    steering hook must see whole prompts), it saves >= 15% of the tokens, and a
-    probe on four of the strings (first use per model) agrees with the plain path.
-Results do not depend on batch_size or on the sort beyond float rounding.
+Not here: which tokens are pooled (tokens.py), when sharing is safe
+(prefix_sharing.py), PCA (the C core, called by extract.py).
 """
 from __future__ import annotations
 
@@ -51,7 +34,8 @@ from ..native import ops as _ops
 from .layers import unwrap_model
 from .prefix_sharing import SharePlan, plan_prefix_sharing, sharing_blockers
 from .runner import TruncatedForward, select_cache_rows
-from .tokens import Tokenized, length_sorted_batches, pad_right
+from .tokens import (Tokenized, length_sorted_batches, pad_right, pad_token_id, pooling_spans, tokenize,
+                     warn_suffix_fallback)
 
 
 def _f64(device: torch.device) -> torch.dtype:
@@ -103,6 +87,26 @@ def capture_pooled(model, tok: Tokenized, start: np.ndarray, end: np.ndarray, la
             else:
                 _capture_shared(cap, plan, tok, start, end, batch_size, pad_id, write, bar)
     return result().numpy()
+
+
+def pooled_activations(model, tokenizer, texts: list[str], layer_ids: list[int], accumulate: int | str,
+                       batch_size: int, add_special_tokens: bool, suffix_char_starts: list[int | None] | None = None,
+                       progress: bool = False, name_of=lambda i: f"string {i}") -> np.ndarray:
+    """pooled[len(layer_ids), N, D] float32 for `texts`: tokenize once, pool each
+    string over its `accumulate` span (checked with tokens.check_accumulate), capture.
+
+    `suffix_char_starts` (character index where each string's suffix begins, or
+    None) is needed for "suffix-only". A string with no tokens raises ValueError
+    naming it through `name_of(index)`, before the model runs."""
+    tok = tokenize(tokenizer, texts, add_special_tokens, suffix_char_starts if accumulate == "suffix-only" else None)
+    empty = np.flatnonzero(tok.lengths == 0)
+    if empty.size:
+        raise ValueError(f"{name_of(int(empty[0]))} tokenizes to no tokens; every string needs at least one token")
+    start, end, n_fallback = pooling_spans(tok, accumulate)
+    if accumulate == "suffix-only":
+        warn_suffix_fallback(n_fallback, len(texts))
+    return capture_pooled(model, tok, start, end, layer_ids, batch_size, pad_id=pad_token_id(tokenizer),
+                          progress=progress)
 
 
 def _buffer_writer(layer_ids: list[int], n: int):

@@ -1,7 +1,7 @@
 """How prompts become token ids — shared by respond, extraction and the condition search.
 
-`format_prompt` is THE formatting of a prompt for generation (SPEC 4 respond):
-the chat template with add_generation_prompt=True unless disabled. Strings
+`format_prompt` is THE formatting of a prompt for generation (what `respond`
+does): the chat template with add_generation_prompt=True unless disabled. Strings
 rendered by a chat template already contain their special tokens, so they are
 tokenized with add_special_tokens=False; raw strings get the tokenizer's usual
 special tokens.
@@ -46,6 +46,6 @@ def encode(tokenizer, texts: list[str], use_chat_template: bool, padding_side: s
 
 
 def ensure_pad_token(tokenizer) -> None:
-    """Use eos as pad when the tokenizer has none (SPEC 4)."""
+    """Use eos as pad when the tokenizer has none (as respond does)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

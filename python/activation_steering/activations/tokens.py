@@ -6,7 +6,8 @@ What `accumulate_last_x_tokens` means (docs/semantics.md): for each string a spa
 string's length), every token ("all"), or the tokens of the string's own suffix
 ("suffix-only", found through the tokenizer's character offsets; a token that
 straddles the boundary counts as suffix; no suffix -> the last token, with one
-warning). This module only computes spans and batches; it never runs a model.
+warning). This module computes token ids, spans and batches; it never runs a
+model and never decides what is done with the tokens (pooled.py, conditions/search.py).
 """
 from __future__ import annotations
 
@@ -116,6 +117,13 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id batches are right-padded with: pad, else eos, else 0. Right padding
+    never reaches a real token (causal attention) nor a pooled span, so any id works."""
+    return next((t for t in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None))
+                 if isinstance(t, int)), 0)
+
+
 def pad_right(input_ids: list[list[int]], rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (input_ids[B, T], attention_mask[B, T]) of the given rows."""
     T = max(len(input_ids[r]) for r in rows)
@@ -133,4 +141,4 @@ def warn_suffix_fallback(n_fallback: int, n_total: int) -> None:
         warnings.warn(
             f"accumulate_last_x_tokens='suffix-only': {n_fallback} of {n_total} strings have no suffix "
             "(empty suffix or a dataset without suffixes); they are pooled at their last token",
-            UserWarning, stacklevel=3)
+            UserWarning, stacklevel=4)  # warn_suffix_fallback <- pooled_activations <- train <- caller

@@ -28,7 +28,7 @@ def threshold_keys(grid: np.ndarray) -> list[str]:
 
 
 def analysis_summary(sims: torch.Tensor, labels: np.ndarray, layer_ids: list[int], max_combine: int, grid: np.ndarray,
-              res: dict, exact: bool, best_layers, best_threshold, best_direction, best_f1, mode: str) -> dict:
+              res: dict, exact: bool, best_layers, best_threshold, best_comparator, best_f1, mode: str) -> dict:
     """The save_analysis JSON (the reference's layout, plus the search settings)."""
     analysis: dict[str, Any] = {}
     combos = [c for r in range(1, max_combine + 1) for c in combinations(layer_ids, r)]
@@ -51,7 +51,7 @@ def analysis_summary(sims: torch.Tensor, labels: np.ndarray, layer_ids: list[int
     return {
         "best_layers": best_layers,
         "best_threshold": best_threshold,
-        "best_direction": best_direction,
+        "best_direction": best_comparator,  # the documented JSON key
         "best_f1_score": best_f1,
         "search": {"exact": exact, "condition_threshold_comparison_mode": mode,
                    "layer_range": [layer_ids[0], layer_ids[-1] + 1], "max_layers_to_combine": max_combine,
@@ -62,7 +62,7 @@ def analysis_summary(sims: torch.Tensor, labels: np.ndarray, layer_ids: list[int
 
 
 def plot_similarities(sims: np.ndarray, labels: np.ndarray, layer_ids: list[int], best_layers: list[int],
-                      best_threshold: float, best_direction: str, path: str | Path) -> Path:
+                      best_threshold: float, best_comparator: str, path: str | Path) -> Path:
     """One histogram per layer (positives vs negatives) with the best threshold marked; saved as `path`."""
     from matplotlib.figure import Figure
 
@@ -86,7 +86,7 @@ def plot_similarities(sims: np.ndarray, labels: np.ndarray, layer_ids: list[int]
         ax.tick_params(labelsize=7)
         if k == 0:
             ax.legend(fontsize=7)
-    fig.suptitle(f"condition similarity per layer; threshold {best_threshold:.4g} ({best_direction}), "
+    fig.suptitle(f"condition similarity per layer; threshold {best_threshold:.4g} ({best_comparator}), "
                  f"best layers {best_layers}", fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

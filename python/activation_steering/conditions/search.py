@@ -1,34 +1,29 @@
-"""find_best_condition_point (SPEC 4): where, and at which threshold, a condition fires.
+"""find_best_condition_point: where, and at which threshold, a condition fires (CAST).
 
 The job has two halves with very different costs, and each is done once:
 
 1. Similarities. Every string is formatted exactly as `respond` formats a prompt
-   (`activations.prompts.format_prompt`, tokenized as `prompts.encode` does), then the
-   strings go through the model in batches (RIGHT padding, sorted by length so
-   batches carry little padding) with a pre-hook on every layer in range that
-   pools the layer's INPUT h_in[i] over the string's real tokens ("mean") or
-   takes its last real token ("last") and computes
-   `similarity.condition_similarity` against the condition direction of that
-   layer. The forward stops after the last layer in range (no later layers, no LM
-   head, no `generate`). Right padding keeps every real token at the position it
-   has when the string runs alone, and the pooling span [start, end) covers real
-   tokens only, so batching changes nothing beyond float rounding.
+   (`activations.prompts.format_prompt`) and tokenized once; batches of similar
+   length are RIGHT-padded (`activations.tokens.pad_right`) and go through ONE
+   `activations.runner.TruncatedForward` that reads the decoder layer input of
+   every layer in range and stops after the last one (no later layers, no LM
+   head, no `generate`). Each string's real tokens are pooled ("mean") or its last
+   real token taken ("last") and compared with the condition direction by the
+   `condition_similarity` op: the same compiled kernel steer_layer evaluates
+   conditions with at run time, so the threshold found here is applied by the
+   same arithmetic. Right padding keeps every real token where it is when the
+   string runs alone, so batching changes nothing beyond float rounding.
    Result: sims[n_strings, n_layers], float32.
 
-2. Search, in the C core (`_core.condsearch_grid` / `_core.condsearch_exact`):
-   every combination of 1..max_layers_to_combine layers (itertools.combinations
-   order), every threshold of `numpy.arange(lo, hi, step)`, "larger" then
-   "smaller"; a string is predicted positive if ANY layer of the combination meets
-   the condition ("larger": sim < t, "smaller": sim > t); F1 with the positive
-   strings as the positive class (0 when there is no true positive). The FIRST
-   best candidate in that order wins and its grid value is returned unrounded.
-   `exact=True` searches every real threshold instead (sort and sweep; the
-   threshold returned is a midpoint between two observed values).
+2. Search, in the C core (`_core.condsearch_grid` / `_core.condsearch_exact`), in
+   the documented candidate order (docs/semantics.md, "Condition search").
 
-The model is never steered by the search: if it has `reset_leash_to_default`
-(a MalleableModel), that is called first, like the reference does, so that any
-steering installed before cannot leak into the similarities and none is left
-installed afterwards.
+The model is never steered by the search: a MalleableModel's steering is removed
+first (`reset_leash_to_default`), so none can leak into the similarities and none
+is left installed afterwards. Every argument is checked before the model runs.
+
+Not here: the analysis JSON and plot (report.py), F1 and FPR-capped thresholds
+(thresholds.py), the comparator definitions (similarity.py).
 """
 from __future__ import annotations
 
@@ -44,11 +39,12 @@ import torch
 from .. import _core
 from ..native import ops as _ops
 from ..config import log
+from ..activations.layers import find_decoder_layers, hidden_size, resolve_layer_ids, unwrap_model
+from ..activations.prompts import format_prompt
 from ..activations.runner import TruncatedForward
-from ..activations.prompts import encode, format_prompt
-from ..activations.layers import find_decoder_layers, unwrap_model
+from ..activations.tokens import Tokenized, length_sorted_batches, pad_right, pad_token_id, tokenize
 from .report import DEFAULT_ANALYSIS_PATH, analysis_summary, plot_similarities
-from .similarity import COMPARATORS, POOLING_MODES, condition_met, condition_similarity
+from .similarity import COMPARATORS, POOLING_MODES, condition_met
 
 MAX_GRID_THRESHOLDS = 10_000_000
 MAX_SCORE_TABLE_BYTES = 2 << 30  # the save_analysis score table [combos, thresholds, 2] float64
@@ -165,96 +161,67 @@ def _condition_directions(condition_vector, layer_ids: list[int], hidden_size: i
     return out
 
 
-def _hidden_size(hf_model) -> int | None:
-    size = getattr(getattr(hf_model, "config", None), "hidden_size", None)
-    return int(size) if isinstance(size, int) else None
-
-
 # --------------------------------------------------------------------------- #
-# Similarities: one batched, truncated forward per batch
+# Similarities: one truncated forward per batch, one runner for all batches
 # --------------------------------------------------------------------------- #
-def _encode_all(tokenizer, texts: list[str], use_chat_template: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids[N, T], lengths[N]) with RIGHT padding, exactly as prompts.encode tokenizes.
-
-    A tokenizer without a pad token gets eos as pad for this call only (padding
-    never reaches a pooled vector, so its id does not matter)."""
-    added_pad = tokenizer.pad_token is None
-    if added_pad:
-        if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad token nor an eos token to pad batches with; set tokenizer.pad_token")
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        enc = encode(tokenizer, texts, use_chat_template=use_chat_template, padding_side="right")
-    finally:
-        if added_pad:
-            tokenizer.pad_token = None
-    lengths = enc["attention_mask"].sum(dim=1)
-    return enc["input_ids"], lengths
-
-
-def _similarity_matrix(hf_model, input_ids: torch.Tensor, lengths: torch.Tensor, directions: dict[int, torch.Tensor],
+def _similarity_matrix(hf_model, tok: Tokenized, pad_id: int, directions: dict[int, torch.Tensor],
                        layer_ids: list[int], mode: str, batch_size: int, show_progress: bool) -> torch.Tensor:
-    """sims[N, len(layer_ids)] float32: condition similarity of h_in[layer] pooled over real tokens."""
+    """sims[N, len(layer_ids)] float32: condition similarity of each string's decoder
+    layer input at each layer, pooled over its real tokens ("mean") or its last one ("last")."""
     from tqdm.auto import tqdm
 
-    n = input_ids.shape[0]
     column = {layer: k for k, layer in enumerate(layer_ids)}
-    sims = torch.empty((n, len(layer_ids)), dtype=torch.float32)
-    order = torch.argsort(lengths, descending=True, stable=True)  # little padding per batch
+    sims = torch.empty((len(tok.input_ids), len(layer_ids)), dtype=torch.float32)
     on_device: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def direction(layer: int, dev: torch.device) -> torch.Tensor:
         key = (layer, dev)
         if key not in on_device:
-            on_device[key] = directions[layer].to(dev)
+            on_device[key] = directions[layer].to(dev).reshape(1, -1)            # [1, D] float32
         return on_device[key]
 
-    n_batches = (n + batch_size - 1) // batch_size
+    codes = torch.tensor([[1, 0, int(mode == "last")]], dtype=torch.long)     # the op's (bit, comparator, pooling)
+
+    batches = length_sorted_batches(tok.lengths, batch_size)  # little padding per batch
     with TruncatedForward(hf_model, layer_ids, read="input") as fwd:
-        for b in tqdm(range(n_batches), desc="condition similarities", unit="batch", disable=not show_progress):
-            rows = order[b * batch_size:(b + 1) * batch_size]
-            lens = lengths[rows]
-            width = int(lens.max())
-            ids = input_ids[rows, :width]
-            mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).to(torch.long)
-            end = lens.to(torch.long)
-            start = end - 1 if mode == "last" else torch.zeros_like(end)
-            spans: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        for rows in tqdm(batches, desc="condition similarities", unit="batch", disable=not show_progress):
+            ids, mask = pad_right(tok.input_ids, rows, pad_id)
+            masks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
             out = torch.empty((len(rows), len(layer_ids)), dtype=torch.float32)
 
-            def capture(layer: int, hidden: torch.Tensor, spans=spans, start=start, end=end, out=out) -> None:
+            def read(layer: int, hidden: torch.Tensor, masks=masks, mask=mask, out=out) -> None:
                 dev = hidden.device
-                if dev not in spans:
-                    spans[dev] = (start.to(dev), end.to(dev))
-                pooled = _ops.pool_spans(hidden, *spans[dev])                      # [B, D] float32
-                out[:, column[layer]] = condition_similarity(pooled, direction(layer, dev)).cpu()
+                if dev not in masks:
+                    masks[dev] = (mask.to(dev), codes.to(dev))
+                # the runtime's own kernel (steer_layer evaluates conditions with it)
+                sims = _ops.condition_similarity(hidden, masks[dev][0], direction(layer, dev), masks[dev][1])
+                out[:, column[layer]] = sims[:, 0].cpu()
 
-            fwd.run(ids, mask, capture)
-            sims[rows] = out
+            fwd.run(ids, mask, read)
+            sims[torch.from_numpy(rows)] = out
     return sims
 
 
 def _prepare(model, strings: list[str], condition_vector, layer_ids_or_range, mode: str, batch_size: int,
              tokenizer, use_chat_template: bool, from_range: bool):
-    hf_model, tok = _resolve(model, tokenizer)
+    hf_model, tokenizer = _resolve(model, tokenizer)
     n_layers = len(find_decoder_layers(hf_model))
     if from_range:
         layer_ids = _check_layer_range(layer_ids_or_range, n_layers)
     else:
-        from ..activations.layers import resolve_layer_ids
-
         layer_ids = sorted(resolve_layer_ids(layer_ids_or_range, n_layers, "layer_ids"))
         if not layer_ids:
             raise ValueError("layer_ids is empty")
     _check_mode(mode)
     batch_size = _check_int(batch_size, "batch_size", 1)
-    directions = _condition_directions(condition_vector, layer_ids, _hidden_size(hf_model))
-    texts = [format_prompt(tok, s, use_chat_template) for s in strings]
-    input_ids, lengths = _encode_all(tok, texts, use_chat_template)
-    empty = torch.nonzero(lengths == 0).flatten().tolist()
+    directions = _condition_directions(condition_vector, layer_ids, hidden_size(hf_model))
+    # formatted exactly as respond formats a prompt, tokenized as respond tokenizes it
+    texts = [format_prompt(tokenizer, s, use_chat_template) for s in strings]
+    tok = tokenize(tokenizer, texts, add_special_tokens=not use_chat_template)
+    empty = np.flatnonzero(tok.lengths == 0).tolist()
     if empty:
         raise ValueError(f"string(s) at index {empty} tokenize to no tokens; remove them or use the chat template")
-    return hf_model, tok, layer_ids, directions, input_ids, lengths, batch_size
+    return hf_model, layer_ids, directions, tok, pad_token_id(tokenizer), batch_size
 
 
 def condition_similarities(model, strings: Sequence[str], condition_vector, layer_ids: Sequence[int],
@@ -267,25 +234,25 @@ def condition_similarities(model, strings: Sequence[str], condition_vector, laye
     Unlike find_best_condition_point this does not reset a MalleableModel's
     steering: call it on an unsteered model."""
     strings = _check_strings(strings, "strings")
-    hf_model, _tok, ids, directions, input_ids, lengths, batch_size = _prepare(
+    hf_model, ids, directions, tok, pad_id, batch_size = _prepare(
         model, strings, condition_vector, layer_ids, condition_threshold_comparison_mode, batch_size, tokenizer,
         use_chat_template, from_range=False)
-    return _similarity_matrix(hf_model, input_ids, lengths, directions, ids, condition_threshold_comparison_mode,
+    return _similarity_matrix(hf_model, tok, pad_id, directions, ids, condition_threshold_comparison_mode,
                               batch_size, show_progress).numpy()
 
 
 def condition_predictions(model, strings: Sequence[str], condition_vector, layer_ids: Sequence[int], threshold: float,
-                          direction: str, mode: str = "mean", batch_size: int = 32, tokenizer=None,
+                          comparator: str, mode: str = "mean", batch_size: int = 32, tokenizer=None,
                           use_chat_template: bool = True) -> np.ndarray:
-    """bool[len(strings)]: would the condition (layers, threshold, direction) fire on each string.
+    """bool[len(strings)]: would the condition (layers, threshold, comparator) fire on each string.
 
     The same rule find_best_condition_point scores, so a point found on training
     strings can be evaluated on held-out ones."""
-    if direction not in COMPARATORS:
-        raise ValueError(f"direction must be one of {COMPARATORS}, got {direction!r}")
+    if comparator not in COMPARATORS:
+        raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
     sims = condition_similarities(model, strings, condition_vector, layer_ids, mode, batch_size, tokenizer,
                                   use_chat_template)
-    return condition_met(sims, threshold, direction).any(axis=1)
+    return condition_met(sims, threshold, comparator).any(axis=1)
 
 
 # --------------------------------------------------------------------------- #
@@ -299,7 +266,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
                               batch_size: int = 32, plot: bool | str = False, tokenizer=None,
                               use_chat_template: bool = True, show_progress: bool | None = None,
                               ) -> tuple[list[int], float, str, float]:
-    """Best (layers, threshold, direction, f1) for a condition vector (SPEC 4).
+    """Best (layers, threshold, direction, f1) for a condition vector (docs/semantics.md).
 
     model: a MalleableModel (its tokenizer is used; its steering is reset first)
         or a plain HF causal LM together with `tokenizer=`.
@@ -310,7 +277,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         observed similarities, or one unit beyond the extremes).
     save_analysis: write a JSON with the best point, the non-zero F1 of every
         combination keyed "<threshold>_<direction>" (exact mode: each
-        combination's best threshold per direction) and the per-layer similarities
+        combination's best threshold per comparator) and the per-layer similarities
         of positives and negatives, to `file_path` (default DEFAULT_ANALYSIS_PATH).
     plot: True (next to file_path, .png) or a path: histograms of positive vs
         negative similarities per layer with the best threshold marked.
@@ -338,11 +305,11 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         raise TypeError(f"plot must be a bool or a path, got {type(plot).__name__}")
     if save_analysis and not exact and n_combos * grid.size * 16 > MAX_SCORE_TABLE_BYTES:
         raise ValueError(
-            f"save_analysis would record {n_combos} combinations x {grid.size} thresholds x 2 directions; "
+            f"save_analysis would record {n_combos} combinations x {grid.size} thresholds x 2 comparators; "
             "raise threshold_step, lower max_layers_to_combine or narrow layer_range"
         )
     strings = positives + negatives
-    hf_model, _tok, layer_ids, directions, input_ids, lengths, batch_size = _prepare(
+    hf_model, layer_ids, directions, tok, pad_id, batch_size = _prepare(
         model, strings, condition_vector, (layer_ids[0], layer_ids[-1] + 1), mode, batch_size, tokenizer,
         use_chat_template, from_range=True)
     if show_progress is None:
@@ -355,7 +322,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
     log("MalleableModel", f"Finding the best condition point: {len(positives)} positive + {len(negatives)} negative "
         f"strings, layers {layer_ids[0]}..{layer_ids[-1]}, up to {max_combine} combined ({n_combos} combinations), "
         + ("exact thresholds" if exact else f"{grid.size} thresholds"))
-    sims = _similarity_matrix(hf_model, input_ids, lengths, directions, layer_ids, mode, batch_size, show_progress)
+    sims = _similarity_matrix(hf_model, tok, pad_id, directions, layer_ids, mode, batch_size, show_progress)
     sims64 = sims.numpy().astype(np.float64)
     labels = np.zeros(len(strings), dtype=bool)
     labels[:len(positives)] = True
@@ -366,7 +333,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         res = _core.condsearch_grid(sims64, labels, max_combine, grid, return_scores=bool(save_analysis))
     best_layers = [layer_ids[c] for c in res["columns"]]
     best_threshold = float(res["threshold"])
-    best_direction = res["direction"]
+    best_comparator = res["direction"]
     best_f1 = float(res["f1"])
     if best_f1 == 0.0:
         warnings.warn(
@@ -374,18 +341,18 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
             "positive string correctly); widen threshold_range or use exact=True",
             RuntimeWarning, stacklevel=2)
     log("MalleableModel", f"Best condition point: layers {best_layers}, threshold {best_threshold:.4f}, "
-        f"direction '{best_direction}', F1 {best_f1:.4f}")
+        f"comparator '{best_comparator}', F1 {best_f1:.4f}")
 
     if save_analysis:
         path = Path(file_path) if file_path is not None else Path(DEFAULT_ANALYSIS_PATH)
         summary = analysis_summary(sims, labels, layer_ids, max_combine, grid, res, exact, best_layers, best_threshold,
-                            best_direction, best_f1, mode)
+                            best_comparator, best_f1, mode)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))
         log("MalleableModel", f"Condition point analysis saved to {path}")
     if plot:
         png = Path(plot) if isinstance(plot, (str, Path)) and not isinstance(plot, bool) else \
             Path(file_path if file_path is not None else DEFAULT_ANALYSIS_PATH).with_suffix(".png")
-        plot_similarities(sims.numpy(), labels, layer_ids, best_layers, best_threshold, best_direction, png)
+        plot_similarities(sims.numpy(), labels, layer_ids, best_layers, best_threshold, best_comparator, png)
         log("MalleableModel", f"Similarity plot saved to {png}")
-    return best_layers, best_threshold, best_direction, best_f1
+    return best_layers, best_threshold, best_comparator, best_f1

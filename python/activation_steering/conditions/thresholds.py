@@ -13,13 +13,19 @@ from .similarity import COMPARATORS, condition_met
 
 def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
     """F1 of boolean predictions against boolean truth (0 when there is no true positive)."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    for name, a in (("pred", pred), ("truth", truth)):
+        if a.dtype != np.bool_:
+            raise TypeError(f"{name} must be a bool array, got dtype {a.dtype}; compare with a threshold first")
+    if pred.shape != truth.shape or pred.ndim != 1:
+        raise ValueError(f"pred and truth must be 1-D of the same length, got shapes {pred.shape} and {truth.shape}")
     tp = int(np.sum(pred & truth))
     fp = int(np.sum(pred & ~truth))
     fn = int(np.sum(~pred & truth))
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: np.ndarray, direction: str,
+def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: np.ndarray, comparator: str,
                                      max_false_positive_rate: float) -> tuple[float, float, float]:
     """(threshold, true positive rate, false positive rate) of the operating point
     that fires on the most positives while firing on at most
@@ -33,8 +39,8 @@ def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: n
     returned is a midpoint between two observed similarities (or one unit beyond
     the extremes), like exact search; ties prefer the lower false positive rate.
     """
-    if direction not in COMPARATORS:
-        raise ValueError(f"direction must be one of {COMPARATORS}, got {direction!r}")
+    if comparator not in COMPARATORS:
+        raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
     if not (isinstance(max_false_positive_rate, (int, float)) and 0.0 <= max_false_positive_rate <= 1.0):
         raise ValueError(f"max_false_positive_rate must be in [0, 1], got {max_false_positive_rate!r}")
     pos = np.atleast_2d(np.asarray(positive_sims, dtype=np.float64).T).T
@@ -42,13 +48,16 @@ def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: n
     if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1] or not len(pos) or not len(neg):
         raise ValueError("positive_sims and negative_sims must be non-empty [strings, layers] arrays with the same "
                          "number of layers")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise ValueError("positive_sims and negative_sims must be finite (a NaN similarity comes from an all-zero "
+                         "pooled activation or condition direction)")
     values = np.unique(np.concatenate([pos.ravel(), neg.ravel()]))
     # every distinct outcome of "any column meets the condition" is reached by one of these thresholds
     candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
     best = None
     for t in candidates:
-        tpr = condition_met(pos, t, direction).any(1).mean()
-        fpr = condition_met(neg, t, direction).any(1).mean()
+        tpr = condition_met(pos, t, comparator).any(1).mean()
+        fpr = condition_met(neg, t, comparator).any(1).mean()
         if fpr <= max_false_positive_rate and (best is None or (tpr, -fpr) > (best[1], -best[2])):
             best = (float(t), float(tpr), float(fpr))
     return best  # the empty operating point (fires on nothing) always qualifies

@@ -3,7 +3,8 @@
 The CAST demo reports *refusal rates*: the fraction of model responses that
 decline the request. This module decides "refusal or not" for one response
 with a fixed list of regular expressions, so the numbers are reproducible and
-need no second model. The rules are deliberately simple; see
+need no second model (it is deliberately not a classifier: it judges the
+opening of a reply, not its content). The rules are simple; see
 :data:`REFUSAL_PATTERNS` for the full rule set and its known limitations.
 
 Example::

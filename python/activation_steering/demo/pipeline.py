@@ -11,7 +11,7 @@ Pipeline (every step uses the public API, exactly as a user would):
   2. condition vector: harmful vs harmless TRAIN prompts, pca_pairwise, all tokens;
   3. find_best_condition_point on the TRAIN prompts, over the layers up to the
      first behaviour layer (a condition read later than that would leave the
-     earlier behaviour layers unsteered on the prompt pass, SPEC 4);
+     earlier behaviour layers unsteered on the prompt pass, docs/semantics.md);
   4. held-out TEST prompts under four settings — base, steered, conditionally
      steered at the F1-optimal condition point (CAST), and at a stricter
      threshold chosen on TRAIN prompts to fire on at most 5% of harmless ones
@@ -22,6 +22,9 @@ Pipeline (every step uses the public API, exactly as a user would):
 
 Layers and strength come from the sweep recorded in data/DATA_CARD.md (run on
 training prompts only; `benchmarks/sweep_demo_settings.py` reproduces it).
+
+Not here: a benchmark of CAST in general (one small model, one judge, one data
+set), or any model download - everything runs offline on the embedded model.
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ class DemoSettings:
     # Exact threshold search (sort-and-sweep over every distinct value) instead of
     # the grid: the grid (0, 0.1) missed the best thresholds of this model.
     exact_search: bool = True
-    # The "CAST-strict" row: same condition layers and direction, threshold moved
+    # The "CAST-strict" row: same condition layers and comparator, threshold moved
     # (on TRAIN prompts) to fire on at most this share of harmless prompts. The
     # F1-optimal point weighs a false alarm like a miss; for refusal a false alarm
     # (refusing a harmless request) is the costlier error.
@@ -158,7 +161,7 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
     # -- 3. condition point on TRAIN prompts --------------------------------- #
     t = time.perf_counter()
     malleable = MalleableModel(model=model, tokenizer=tokenizer)
-    best_layers, best_threshold, best_direction, train_f1 = malleable.find_best_condition_point(
+    best_layers, best_threshold, best_comparator, train_f1 = malleable.find_best_condition_point(
         positive_strings=data.train_harmful, negative_strings=data.train_harmless,
         condition_vector=condition_vector, layer_range=settings.condition_layer_range,
         max_layers_to_combine=settings.max_layers_to_combine, threshold_range=settings.threshold_range,
@@ -169,16 +172,16 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
                                         best_layers, settings.condition_mode)
     n_train = len(data.train_harmful)
     strict_threshold, strict_tpr, strict_fpr = threshold_at_false_positive_rate(
-        train_sims[:n_train], train_sims[n_train:], best_direction, settings.strict_false_positive_rate)
+        train_sims[:n_train], train_sims[n_train:], best_comparator, settings.strict_false_positive_rate)
     timings["condition_search"] = time.perf_counter() - t
     test_prompts = data.test_harmful + data.test_harmless
     truth = np.array([True] * len(data.test_harmful) + [False] * len(data.test_harmless))
     test_sims = condition_similarities(malleable, test_prompts, condition_vector, best_layers, settings.condition_mode)
 
-    pred = condition_met(test_sims, best_threshold, best_direction).any(axis=1)
-    strict_pred = condition_met(test_sims, strict_threshold, best_direction).any(axis=1)
+    pred = condition_met(test_sims, best_threshold, best_comparator).any(axis=1)
+    strict_pred = condition_met(test_sims, strict_threshold, best_comparator).any(axis=1)
     test_f1 = f1_score(pred, truth)
-    log(f"[4/5] condition point: layers {best_layers}, threshold {best_threshold:.4f}, '{best_direction}', "
+    log(f"[4/5] condition point: layers {best_layers}, threshold {best_threshold:.4f}, '{best_comparator}', "
         f"train F1 {train_f1:.3f}, held-out F1 {test_f1:.3f} ({timings['condition_search']:.1f}s); strict "
         f"threshold {strict_threshold:.4f} fires on {strict_tpr:.0%} of train harmful, {strict_fpr:.0%} of harmless")
 
@@ -187,7 +190,7 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
     steer_common = dict(behavior_vector=behavior_vector, behavior_layer_ids=settings.behavior_layer_ids,
                         behavior_vector_strength=settings.behavior_vector_strength)
     cast_common = dict(steer_common, condition_vector=condition_vector, condition_layer_ids=best_layers,
-                       condition_comparator_threshold_is=best_direction,
+                       condition_comparator_threshold_is=best_comparator,
                        condition_threshold_comparison_mode=settings.condition_mode)
     configurations = {
         "base": None,
@@ -220,7 +223,7 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
         "n_test": {"harmful": int(truth.sum()), "harmless": int((~truth).sum())},
         "refusal_rates": rows,
         "condition_point": {"layers": list(best_layers), "threshold": float(best_threshold),
-                            "direction": best_direction, "train_f1": float(train_f1), "test_f1": float(test_f1)},
+                            "direction": best_comparator, "train_f1": float(train_f1), "test_f1": float(test_f1)},
         "strict_condition_point": {
             "threshold": strict_threshold, "max_false_positive_rate": settings.strict_false_positive_rate,
             "train_true_positive_rate": strict_tpr, "train_false_positive_rate": strict_fpr,

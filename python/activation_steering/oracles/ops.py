@@ -18,6 +18,8 @@ def pool_spans(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> 
             rows.append(torch.zeros(hidden.shape[2], dtype=torch.float32, device=hidden.device))
         else:
             rows.append(hidden[b, s:e].to(torch.float32).mean(0))
+    if not rows:  # an empty batch
+        return torch.zeros((0, hidden.shape[2]), dtype=torch.float32, device=hidden.device)
     return torch.stack(rows)
 
 

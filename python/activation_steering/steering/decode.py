@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..activations.runner import cache_keyword
+
 # generate() options this loop implements; any other non-default option means "use generate"
 _HANDLED = {"max_new_tokens", "repetition_penalty", "pad_token_id", "eos_token_id", "bos_token_id", "do_sample",
             "use_cache", "max_length", "output_attentions", "output_hidden_states", "transformers_version",
@@ -90,7 +92,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     seen = None
     params = inspect.signature(model.forward).parameters
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # as generate() asks when supported
-    cache_arg = "cache" if "cache" in params else "past_key_values"  # newer models renamed it
+    cache_arg = cache_keyword(params) or "past_key_values"
     step_ids, step_pos = input_ids, position
     for step in range(plan.max_new_tokens):
         out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
