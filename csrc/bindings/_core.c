@@ -723,6 +723,104 @@ error:
 }
 
 /* ======================================================================== */
+/*  extraction methods beyond PCA: mean_diff, probe (as_methods.h)          */
+/* ======================================================================== */
+
+/* methods_fit(rows, method, normalize=True, probe_l2=1.0, probe_standardize=False, form=0)
+ *   rows: float32 [L, 2P, D] or [2P, D] (interleaved positive/negative rows).
+ *   -> (directions float32 [L, D], explained float64 [L],
+ *       info float64 [L, 3] = (weight_scale, intercept, iterations))
+ *   (the L axis is dropped for a 2-D input). A failure raises through
+ *   raise_error, like pca_fit: exc.index is the failing layer's position. */
+static PyObject *py_methods_fit(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"rows", "method", "normalize", "probe_l2", "probe_standardize", "form", NULL};
+    PyObject *rows_obj = NULL;
+    const char *method_s = NULL;
+    int normalize = 1, standardize = 0, form = 0;
+    double l2 = 1.0;
+    PyArrayObject *rows = NULL, *dirs = NULL, *expl = NULL, *info_arr = NULL;
+    as_method_info_t *info = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|pdpi:methods_fit", kwlist, &rows_obj, &method_s, &normalize,
+                                     &l2, &standardize, &form))
+        return NULL;
+    as_method method;
+    if (strcmp(method_s, "mean_diff") == 0) method = AS_METHOD_MEAN_DIFF;
+    else if (strcmp(method_s, "probe") == 0) method = AS_METHOD_PROBE;
+    else {
+        PyErr_Format(PyExc_ValueError, "method must be 'mean_diff' or 'probe', got '%s'", method_s);
+        return NULL;
+    }
+    if (method == AS_METHOD_PROBE && !(isfinite(l2) && l2 > 0.0)) {
+        PyObject *got = PyFloat_FromDouble(l2);
+        if (got) {
+            PyErr_Format(PyExc_ValueError, "probe_l2 must be a finite number > 0 (scikit-learn's C = 1 / probe_l2), got %R",
+                         got);
+            Py_DECREF(got);
+        }
+        return NULL;
+    }
+    if (method == AS_METHOD_PROBE && !normalize) {
+        PyErr_SetString(PyExc_ValueError,
+                        "normalize=False is for method='mean_diff' only: the probe's weight norm depends on probe_l2");
+        return NULL;
+    }
+    if (form < 0 || form > 2) {
+        PyErr_Format(PyExc_ValueError, "form must be 0 (automatic), 1 (primal) or 2 (kernel), got %d", form);
+        return NULL;
+    }
+    rows = (PyArrayObject *)PyArray_FROMANY(rows_obj, NPY_FLOAT32, 2, 3, NPY_ARRAY_IN_ARRAY);
+    if (!rows) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "rows must be convertible to a float32 array of shape [2P, D] or [L, 2P, D]");
+        goto error;
+    }
+    const int single = PyArray_NDIM(rows) == 2;
+    const npy_intp n_layers = single ? 1 : PyArray_DIM(rows, 0);
+    const npy_intp n_rows = PyArray_DIM(rows, single ? 0 : 1), d = PyArray_DIM(rows, single ? 1 : 2);
+    if (n_layers < 1 || n_rows < 2 || n_rows % 2 != 0 || d < 1) {
+        PyErr_Format(PyExc_ValueError,
+                     "rows must hold >= 1 layer of an even number (>= 2) of interleaved positive/negative rows "
+                     "of size >= 1, got %zd layer(s) x %zd row(s) x %zd",
+                     (Py_ssize_t)n_layers, (Py_ssize_t)n_rows, (Py_ssize_t)d);
+        goto error;
+    }
+    npy_intp ddims[2] = {n_layers, d}, idims[2] = {n_layers, 3};
+    dirs = (PyArrayObject *)PyArray_SimpleNew(single ? 1 : 2, single ? ddims + 1 : ddims, NPY_FLOAT32);
+    expl = (PyArrayObject *)PyArray_SimpleNew(single ? 0 : 1, ddims, NPY_FLOAT64);
+    info_arr = (PyArrayObject *)PyArray_SimpleNew(single ? 1 : 2, single ? idims + 1 : idims, NPY_FLOAT64);
+    info = PyMem_Malloc((size_t)n_layers * sizeof *info);
+    if (!dirs || !expl || !info_arr) goto error;
+    if (!info) { PyErr_NoMemory(); goto error; }
+    const as_method_options_t opt = {normalize, l2, standardize};
+    as_status st;
+    as_error_t e;
+    Py_BEGIN_ALLOW_THREADS
+    st = as_method_fit_layers_form((const float *)PyArray_DATA(rows), n_layers, n_rows / 2, d, method, &opt, form,
+                                   (float *)PyArray_DATA(dirs), (double *)PyArray_DATA(expl), info, &e);
+    Py_END_ALLOW_THREADS
+    if (st != AS_OK) {
+        raise_error(&e, NULL);
+        goto error;
+    }
+    double *io = (double *)PyArray_DATA(info_arr);
+    for (npy_intp l = 0; l < n_layers; l++) {
+        io[3 * l] = info[l].weight_scale;
+        io[3 * l + 1] = info[l].intercept;
+        io[3 * l + 2] = (double)info[l].iterations;
+    }
+    PyMem_Free(info);
+    Py_DECREF(rows);
+    return Py_BuildValue("(NNN)", dirs, expl, info_arr);
+error:
+    PyMem_Free(info);
+    Py_XDECREF(rows);
+    Py_XDECREF(dirs);
+    Py_XDECREF(expl);
+    Py_XDECREF(info_arr);
+    return NULL;
+}
+
+/* ======================================================================== */
 /*  Module                                                                  */
 /* ======================================================================== */
 
@@ -754,6 +852,11 @@ static PyMethodDef core_methods[] = {
      "cond_offsets, cond_rows, cond_index, cond_thresholds, cond_codes, beh_offsets, beh_rows, beh_index, "
      "beh_tables, layer_gated (see as_plan.h). A vector is None (behaviours only) or the tuple (name, layer_name, "
      "value_name, keys, directions, evr, has_evr, use_layers, value, use_evr, smaller, last)."},
+    /* extraction methods beyond PCA */
+    {"methods_fit", (PyCFunction)(void (*)(void))py_methods_fit, METH_VARARGS | METH_KEYWORDS,
+     "methods_fit(rows[L, 2P, D] or [2P, D] float32, method, normalize=True, probe_l2=1.0, probe_standardize=False, "
+     "form=0) -> (directions float32 [L, D], explained float64 [L], info float64 [L, 3]): mean_diff / probe "
+     "directions per layer (see as_methods.h)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -120,6 +120,7 @@ const char *as_version(void);
 
 #include "as_linalg.h"
 #include "as_pca.h"
+#include "as_methods.h"
 #include "as_condsearch.h"
 #include "as_rules.h"
 #include "as_plan.h"

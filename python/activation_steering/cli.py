@@ -196,7 +196,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   accumulate_last_x_tokens=args.accumulate_last_x_tokens,
                                   hidden_layer_ids=args.layers, batch_size=args.batch_size,
                                   save_analysis=args.save_analysis is not None,
-                                  output_dir=args.save_analysis or "activation_steering_figures")
+                                  output_dir=args.save_analysis or "activation_steering_figures",
+                                  normalize=not args.raw, probe_l2=args.probe_l2,
+                                  probe_standardize=args.probe_standardize)
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
@@ -278,7 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "NAME.gguf (llama.cpp control vector: --control-vector-scaled NAME.gguf:STRENGTH) or "
                         "NAME.safetensors")
     p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
-    p.add_argument("--method", default="pca_pairwise", choices=["pca_pairwise", "pca_center", "pca_diff"])
+    p.add_argument("--method", default="pca_pairwise",
+                   choices=["pca_pairwise", "pca_center", "pca_diff", "mean_diff", "probe"],
+                   help="extraction method: PCA recipes, mean_diff (CAA) or probe (logistic regression)")
+    p.add_argument("--raw", action="store_true",
+                   help="mean_diff only: keep the raw mean difference (CAA's magnitude) instead of a unit vector")
+    p.add_argument("--probe-l2", type=float, default=1.0, metavar="L2",
+                   help="probe only: L2 penalty on the weights (scikit-learn's C = 1/L2; default 1.0)")
+    p.add_argument("--probe-standardize", action="store_true", help="probe only: fit on standardised features")
     p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only")
     p.add_argument("--layers", type=_int_list, help="layer ids, e.g. '10-15' (default: all)")
     p.add_argument("--batch-size", type=int, default=32)

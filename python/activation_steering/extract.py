@@ -10,8 +10,27 @@ once -> forwards over length-sorted, right-padded batches, stopped after the
 deepest requested layer, with hooks that pool each string's real tokens into
 one [layers, N, D] float32 buffer; text that many strings share (the chat
 template's system turn, an example repeated once per suffix) runs once through
-a KV cache (activations/pooled.py) -> exact PCA of all layers in one C call with the GIL
-released (csrc/core/pca.c) -> SteeringVector.
+a KV cache (activations/pooled.py) -> the direction of every layer in one C call with the
+GIL released: exact PCA (csrc/core/pca.c), or the mean difference / the logistic
+probe (csrc/core/extract_methods.c) -> SteeringVector.
+
+Methods (docs/extraction_methods.md; exact definitions: csrc/core/as_pca.h, csrc/core/as_methods.h):
+  pca_pairwise, pca_center, pca_diff  first principal component of a training
+      matrix built from the pairs; explained_variances = its explained-variance ratio.
+  mean_diff  CAA / DiffMean: the mean over pairs of (positive - negative).
+  probe      an L2-regularised logistic regression, positives (1) vs negatives (0),
+      intercept unpenalised, minimising sum(log-loss) + probe_l2/2 |w|^2, i.e.
+      scikit-learn's LogisticRegression(C=1/probe_l2); exact Newton in the C core.
+      With probe_standardize=True the fit sees standardised features and the
+      weights are mapped back (w_j / std_j) to the activation space.
+  For mean_diff and probe, explained_variances[i] is the fraction of the pair
+  differences' second moment along the direction, sum_p (d_p . u)^2 / sum_p |d_p|^2
+  (d_p = positive_p - negative_p, u the unit direction): 1 iff every pair differs
+  exactly along u.
+Every direction is unit norm, signed by the pair rule, except mean_diff with
+normalize=False: CAA's raw mean difference, so behavior_vector_strength=1 adds
+exactly the average positive-minus-negative activation difference (and strength
+s adds s times it) instead of a unit step.
 
 Extraction runs the model as it is: if a MalleableModel currently has steering
 installed, the activations read are the steered ones (reset it first to extract
@@ -27,7 +46,31 @@ import numpy as np
 from .config import GlobalConfig, log
 from .activations.layers import find_decoder_layers, resolve_layer_ids, unwrap_model
 
-METHODS = ("pca_pairwise", "pca_center", "pca_diff")
+PCA_METHODS = ("pca_pairwise", "pca_center", "pca_diff")
+METHODS = PCA_METHODS + ("mean_diff", "probe")
+
+
+def _analysis_projections(core, pooled: np.ndarray, dirs: np.ndarray, ev: np.ndarray):
+    """save_analysis for mean_diff/probe: the x axis is the method's direction,
+    the y axis the first principal component of what it leaves (rows centred,
+    the direction projected out). -> (projections [L, 2P, 2], explained [L, 2])
+    with explained[:, 1] that component's share of the remaining variance."""
+    rows = pooled.astype(np.float64)
+    rows -= rows.mean(axis=1, keepdims=True)
+    unit = dirs.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    x = np.einsum("lnd,ld->ln", rows, unit)
+    rest = (rows - x[:, :, None] * unit[:, None, :]).astype(np.float32)
+    y = np.zeros_like(x)
+    rest_ev = np.zeros_like(ev)
+    for j in range(rest.shape[0]):
+        try:
+            comp, rev, _ = core.pca_fit(rest[j], "pca_center", 1, False)
+        except ValueError:  # nothing left beside the direction (e.g. a single pair): y = 0
+            continue
+        y[j] = rows[j] @ comp[0].astype(np.float64)
+        rest_ev[j] = rev[0]
+    return np.stack([x, y], axis=2), np.stack([ev, rest_ev], axis=1)
 
 
 def _check_pairs(steering_dataset) -> list:
@@ -69,6 +112,7 @@ class SteeringVector:
     def train(cls, model, tokenizer, steering_dataset, method: str = "pca_pairwise",
               accumulate_last_x_tokens: int | str = 1, hidden_layer_ids=None, batch_size: int = 32,
               save_analysis: bool = False, output_dir: str | os.PathLike = "activation_steering_figures",
+              normalize: bool = True, probe_l2: float = 1.0, probe_standardize: bool = False,
               ) -> "SteeringVector":
         """Extract a steering vector from `steering_dataset` (docs/semantics.md, "Extraction").
 
@@ -76,13 +120,21 @@ class SteeringVector:
             model: a Hugging Face causal LM or a MalleableModel wrapping one.
             tokenizer: its tokenizer (fast tokenizers map suffixes through offsets).
             steering_dataset: a SteeringDataset; rows are pos, neg, pos, neg, ...
-            method: "pca_pairwise" (default), "pca_center" or "pca_diff".
+            method: "pca_pairwise" (default), "pca_center", "pca_diff", "mean_diff"
+                (CAA: mean of positive - negative) or "probe" (logistic regression);
+                see the module docstring.
             accumulate_last_x_tokens: int k (mean of the last k real tokens), "all",
                 or "suffix-only" (each string's own suffix tokens).
             hidden_layer_ids: layers to extract (default all; negatives count from the end).
             batch_size: strings per forward (results do not depend on it).
             save_analysis: write PCA scatter plots and a variance-by-layer plot.
             output_dir: where the figures go.
+            normalize: unit-norm directions (default). False keeps mean_diff's raw
+                mean difference (CAA's magnitude); only method="mean_diff" allows it.
+            probe_l2: the probe's L2 penalty on its weights, > 0 (scikit-learn's
+                C = 1 / probe_l2; default 1.0 = C 1.0). Used by method="probe" only.
+            probe_standardize: fit the probe on standardised features (the direction
+                is still returned in activation space). Used by method="probe" only.
         """
         from . import _core
         from .activations.pooled import pooled_activations
@@ -91,6 +143,16 @@ class SteeringVector:
         # ---- every argument is checked before the model runs ----
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not isinstance(normalize, (bool, np.bool_)):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        if not normalize and method != "mean_diff":
+            raise ValueError(f"normalize=False keeps the raw mean difference and exists for method='mean_diff' only; "
+                             f"{method!r} directions have no meaningful magnitude (use normalize=True)")
+        if (isinstance(probe_l2, (bool, np.bool_)) or not isinstance(probe_l2, (int, float, np.integer, np.floating))
+                or not np.isfinite(probe_l2) or probe_l2 <= 0):
+            raise ValueError(f"probe_l2 must be a finite number > 0 (scikit-learn's C = 1 / probe_l2), got {probe_l2!r}")
+        if not isinstance(probe_standardize, (bool, np.bool_)):
+            raise TypeError(f"probe_standardize must be a bool, got {type(probe_standardize).__name__}")
         mode = check_accumulate(accumulate_last_x_tokens)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -125,13 +187,20 @@ class SteeringVector:
             suffix_char_starts=char_starts, progress=GlobalConfig.is_verbose("SteeringVector"),
             name_of=lambda i: f"formatted_dataset[{i // 2}].{'positive' if i % 2 == 0 else 'negative'}")
 
-        # ---- exact PCA of every layer in one C call (GIL released) ----
+        # ---- the direction of every layer in one C call (GIL released) ----
         k = 2 if save_analysis else 1
         try:
-            comps, explained, proj = _core.pca_fit(pooled, method, k, bool(save_analysis))
-        except ValueError as exc:  # the core's error record: index = the failing layer's position
+            if method in PCA_METHODS:
+                comps, explained, proj = _core.pca_fit(pooled, method, k, bool(save_analysis))
+            else:
+                dirs, ev, _ = _core.methods_fit(pooled, method, normalize=bool(normalize), probe_l2=float(probe_l2),
+                                                probe_standardize=bool(probe_standardize))
+                comps, explained = dirs[:, None, :], ev[:, None]
+                if save_analysis:
+                    proj, explained = _analysis_projections(_core, pooled, dirs, ev)
+        except (ValueError, RuntimeError) as exc:  # the core's error record: index = the failing layer's position
             if 0 <= getattr(exc, "index", -1) < len(layer_ids):
-                raise ValueError(f"SteeringVector.train: layer {layer_ids[exc.index]}: {exc.reason}") from None
+                raise type(exc)(f"SteeringVector.train: layer {layer_ids[exc.index]}: {exc.reason}") from None
             raise
         directions = {lid: comps[j, 0].copy() for j, lid in enumerate(layer_ids)}
         variances = {lid: float(explained[j, 0]) for j, lid in enumerate(layer_ids)}

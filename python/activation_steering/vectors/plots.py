@@ -31,7 +31,13 @@ def save_analysis_figures(projections: np.ndarray, explained: np.ndarray, layer_
     """Write the figures; returns their paths.
 
     projections[L, 2P, 2]: rows (pos, neg interleaved) on PC1/PC2 per layer;
-    explained[L, 2]: explained-variance ratios of PC1/PC2 per layer."""
+    explained[L, 2]: explained-variance ratios of PC1/PC2 per layer. For mean_diff
+    and probe (see extract.py) axis 0 is the method's direction (explained: its
+    share of the pair-difference variance) and axis 1 the first principal
+    component of what the direction leaves."""
+    pca = method.startswith("pca")
+    x_name, y_name = ("PC1", "PC2") if pca else (f"{method} direction", "PC1 of the rest")
+    x_of = "variance" if pca else "pair-difference variance"
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[str] = []
@@ -41,8 +47,8 @@ def save_analysis_figures(projections: np.ndarray, explained: np.ndarray, layer_
         ax = fig.add_subplot(1, 1, 1)
         ax.scatter(proj[0::2, 0], proj[0::2, 1], alpha=0.7, label="Positive examples")
         ax.scatter(proj[1::2, 0], proj[1::2, 1], alpha=0.7, label="Negative examples")
-        ax.set_xlabel(f"PC1 ({explained[j, 0]:.1%} of variance)")
-        ax.set_ylabel(f"PC2 ({explained[j, 1]:.1%} of variance)")
+        ax.set_xlabel(f"{x_name} ({explained[j, 0]:.1%} of {x_of})")
+        ax.set_ylabel(f"{y_name} ({explained[j, 1]:.1%} of {'variance' if pca else 'the rest'})")
         ax.set_title(f"PCA of pooled activations ({method}) - layer {layer}")
         ax.legend()
         fig.tight_layout()
@@ -56,7 +62,7 @@ def save_analysis_figures(projections: np.ndarray, explained: np.ndarray, layer_
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(xs, [float(explained[i, 0]) for i in order], marker="o")
     ax.set_xlabel("Layer id")
-    ax.set_ylabel("Variance explained by PC1")
+    ax.set_ylabel("Variance explained by PC1" if pca else "Pair-difference variance along the direction")
     ax.set_title(f"Explained variance of the steering direction by layer ({method})")
     ax.grid(True)
     ax.set_xticks(xs)
