@@ -30,7 +30,8 @@
  * malformed at character N: <what>. Rules read ..." (the binding prefixes
  * rules[i] and the quoted rule and draws a caret under the token). Nothing
  * is ever silently false. n_conditions > AS_MAX_CONDITIONS (as_core.h) (the tables would
- * be too large) or a negative count is AS_ERR_INVALID_ARG. Nesting deeper than
+ * be too large), a negative count or NO rule at all (nothing could switch a behaviour
+ * on) is AS_ERR_INVALID_ARG. Nesting deeper than
  * AS_RULES_MAX_DEPTH (parentheses and `not` chains) is AS_ERR_PARSE.
  *
  * Cost: O(total rule length) to parse, O(n_rules * 2^n_conditions * rule length)

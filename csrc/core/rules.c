@@ -235,6 +235,9 @@ as_status as_rules_compile(const char *const *rules, const int64_t *rule_lengths
                             "rules need at least one behaviour, got %lld", (long long)n_behaviors);
     if (n_rules < 0 || !tables || (n_rules > 0 && (!rules || !rule_lengths)))
         return as_error_set(err, AS_ERR_INVALID_ARG, "rules", -1, -1, "invalid sizes or pointers", NULL);
+    if (n_rules == 0) /* no rule switches any behaviour on: steering would silently do nothing */
+        return as_error_set(err, AS_ERR_INVALID_ARG, "rules", -1, -1, "no rules",
+                            "rules is empty: give at least one rule, e.g. 'if C1 then B1'");
     const int64_t n_masks = (int64_t)1 << n_conditions;
     int64_t max_len = 1;
     for (int64_t r = 0; r < n_rules; r++) {

@@ -148,16 +148,20 @@ static at::Tensor add_gated_behaviours(const at::Tensor &hidden, const at::Tenso
 }
 
 /* 3. OOI preventive normalisation: rows where some real position grew in norm or
- *    became non-finite are rescaled, every position, to their norms before step 2. */
-static at::Tensor ooi_normalise(const at::Tensor &hidden, const at::Tensor &out, const std::optional<at::Tensor> &real) {
+ *    became non-finite are rescaled, every position, to their norms before step 2.
+ *    `wide` is step 2's sum computed in float32 when hidden is half precision
+ *    (fp16/bf16), so a sum that overflows the narrow dtype is still rescaled from
+ *    finite values (inf * 0 would give NaN); hidden's own dtype otherwise. */
+static at::Tensor ooi_normalise(const at::Tensor &hidden, const at::Tensor &wide, const std::optional<at::Tensor> &real) {
     const auto B = hidden.size(0);
     auto pre = at::linalg_vector_norm(hidden.to(at::kFloat), 2, {-1}, false, std::nullopt);  // [B, T]
-    auto outf = out.to(at::kFloat);
-    auto post = at::linalg_vector_norm(outf, 2, {-1}, false, std::nullopt);
+    auto widef = wide.to(at::kFloat);
+    auto post = at::linalg_vector_norm(widef, 2, {-1}, false, std::nullopt);
+    auto out = wide.to(hidden.scalar_type());
     auto bad = post.gt(pre).logical_or(out.isfinite().logical_not().any(-1));                 // [B, T]
     if (real.has_value()) bad = bad.logical_and(*real);
     auto rescale = bad.any(1).view({B, 1, 1});                                                  // [B, 1, 1]
-    auto scaled = outf.mul(pre.div(post).unsqueeze(-1)).to(out.scalar_type());
+    auto scaled = widef.mul(pre.div(post).unsqueeze(-1)).to(hidden.scalar_type());
     return at::where(rescale, scaled, out);
 }
 
@@ -217,9 +221,11 @@ at::Tensor steer_layer(const at::Tensor &hidden, at::Tensor &state, const std::o
 
     if (cond_dirs.has_value()) evaluate_conditions(hidden, state, real, *cond_dirs, *cond_thresholds, *cond_codes);
     if (!beh_vecs.has_value() || beh_vecs->size(0) == 0) return hidden.clone(at::MemoryFormat::Contiguous);
-    auto out = add_gated_behaviours(hidden, state, *beh_vecs, beh_tables);
-    if (ooi) out = ooi_normalise(hidden, out, real);
-    return out.contiguous();
+    if (!ooi) return add_gated_behaviours(hidden, state, *beh_vecs, beh_tables).contiguous();
+    if (!c10::isReducedFloatingType(hidden.scalar_type()))
+        return ooi_normalise(hidden, add_gated_behaviours(hidden, state, *beh_vecs, beh_tables), real).contiguous();
+    auto wide = add_gated_behaviours(hidden.to(at::kFloat), state, beh_vecs->to(at::kFloat), beh_tables);
+    return ooi_normalise(hidden, wide, real).contiguous();
 }
 
 }  // namespace activation_steering

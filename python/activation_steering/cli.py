@@ -162,13 +162,14 @@ def _check_out(path: str):
         target, fmt = save_target(path)
     except (TypeError, ValueError) as exc:
         raise InputError(f"--out {path!r}: {exc}") from None
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
     if target.is_dir():
         raise InputError(f"--out {target}: is a folder; give a file name (.svec, .gguf or .safetensors)")
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"--out {target}: cannot create a file under {parent} (not a writable folder)")
+    from ._args import check_writable
+
+    try:
+        check_writable(target, "--out")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     return target, fmt
 
 

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .steering.decode import greedy_decode, plain_greedy
+from ._args import check_flag
 from .config import log
 from .activations.prompts import encode, ensure_pad_token, format_prompt
 from .activations.layers import find_layers_and_base, hidden_size, input_device, unwrap_model
@@ -304,6 +305,7 @@ class MalleableModel:
         prompt; reset_after_response=True also drops the per-row condition state
         afterwards (steering itself stays installed).
         """
+        check_flag(reset_after_response, "reset_after_response")
         text = format_prompt(self.tokenizer, prompt, use_chat_template)
         kwargs = self._generation_settings(settings)
         enc = encode(self.tokenizer, [text], use_chat_template, device=self._input_device())

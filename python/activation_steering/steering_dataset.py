@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._args import check_flag
 from .config import log
 from .activations.prompts import require_chat_template
 
@@ -185,6 +186,8 @@ class SteeringDataset:
             raise TypeError(f"tokenizer must be the model's Hugging Face tokenizer, got {type(tokenizer).__name__}: "
                             "it renders the chat template AND breaks up special-token strings inside the examples "
                             "(with use_chat_template=False too); pass the tokenizer the model was trained with")
+        check_flag(use_chat_template, "use_chat_template")
+        check_flag(disable_suffixes, "disable_suffixes")
         pairs = _check_examples(examples)
         sys_pair = _check_system_message(system_message)
         if use_chat_template:

@@ -424,3 +424,24 @@ def test_fpr_point_arguments_and_1d_input():
         threshold_at_false_positive_rate(np.zeros(2), np.zeros(2), "larger", 1.5)
     with pytest.raises(ValueError, match="same"):
         threshold_at_false_positive_rate(np.zeros((2, 2)), np.zeros((2, 3)), "larger", 0.1)
+
+
+def test_unwritable_analysis_path_fails_before_any_forward(tmp_path, monkeypatch):
+    """file_path / plot that cannot be written raise ValueError naming the argument before the
+    similarities are computed (not after minutes of forwards and search)."""
+    from activation_steering.conditions import search as search_mod
+    from tiny_models import fresh_tokenizer, make_model, unit_vectors
+
+    from activation_steering import MalleableModel
+
+    mm = MalleableModel(make_model("llama"), fresh_tokenizer())
+    calls = []
+    monkeypatch.setattr(search_mod, "_similarity_matrix", lambda *a, **k: calls.append(1))
+    blocked = tmp_path / "file"
+    blocked.write_text("x")                                   # a FILE where a folder would have to be
+    for kwargs, name in [(dict(save_analysis=True, file_path=str(blocked / "a.json")), "file_path"),
+                         (dict(plot=str(blocked / "p.png")), "plot"),
+                         (dict(save_analysis=True, file_path=str(tmp_path)), "file_path")]:   # a folder
+        with pytest.raises(ValueError, match=name):
+            mm.find_best_condition_point(["a b"], ["c d"], unit_vectors(1), layer_range=(1, 3), **kwargs)
+    assert calls == []

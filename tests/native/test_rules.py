@@ -67,7 +67,8 @@ def test_precedence_and_layout(rule, expect):
 def test_several_rules_or_together_and_untargeted_behaviours_are_off():
     t = _core.rules_compile(["if C1 then B2", "if C2 then B2"], 2, 3)
     np.testing.assert_array_equal(t, [[0, 0, 0, 0], [0, 1, 1, 1], [0, 0, 0, 0]])
-    np.testing.assert_array_equal(_core.rules_compile([], 2, 2), np.zeros((2, 4), np.uint8))
+    with pytest.raises(ValueError, match="rules is empty"):  # nothing could ever switch a behaviour on
+        _core.rules_compile([], 2, 2)
 
 
 def test_faq_rules():
@@ -143,5 +144,6 @@ def test_all_two_condition_functions_are_expressible():
         for m, b in enumerate(bits):
             if b:
                 terms.append("(" + " and ".join(("" if m >> j & 1 else "not ") + f"C{j + 1}" for j in range(2)) + ")")
-        rules = [f"if {' or '.join(terms)} then B1"] if terms else []
+        # the always-false function: a contradiction (there is no empty rule list any more)
+        rules = [f"if {' or '.join(terms)} then B1"] if terms else ["if C1 and not C1 then B1"]
         np.testing.assert_array_equal(_core.rules_compile(rules, 2, 1)[0], bits)

@@ -217,3 +217,29 @@ def test_gradients_flow_through_the_reference_twin():
     with torch.no_grad():
         torch.testing.assert_close(out, OP(h, torch.zeros(2, dtype=torch.long), None, None, None, None, vec, None,
                                            True), rtol=0, atol=1e-6)
+
+
+def test_ooi_rescales_a_sum_that_overflows_half_precision():
+    """hidden + vector overflows float16 (inf) at one position: OOI must rescale that row from the
+    float32 sum (finite, norm back to the pre-steering norm), not compute inf * 0 = NaN.
+    (bfloat16 shares float32's range, so its sums cannot overflow where float32 would not.)"""
+    dtype = torch.float16
+    big = torch.finfo(dtype).max
+    hidden = torch.zeros(2, 3, 4, dtype=dtype)
+    hidden[:, :, 0] = 0.9 * big                                  # row 0 and 1: finite, near the top of the range
+    hidden[:, :, 1] = 1.0
+    vec = torch.zeros(1, 4, dtype=dtype)
+    vec[0, 0] = 0.5 * big                                        # 0.9 + 0.5 > 1: the narrow sum is inf
+    vec[0, 2] = 3.0
+    state = torch.tensor([1, 0])
+    table = torch.tensor([[0, 1]], dtype=torch.uint8)            # row 0 steered, row 1 not
+    out = _ops.steer_layer(hidden, state.clone(), None, None, None, None, vec, table, True)
+    ref = _reference.steer_layer(hidden, state.clone(), None, None, None, None, vec, table, True)
+    assert torch.isfinite(out).all(), out
+    assert torch.equal(out, ref)
+    assert torch.equal(out[1], hidden[1])                        # the unsteered row is untouched, bit for bit
+    pre = hidden[0].float().norm(dim=-1)
+    torch.testing.assert_close(out[0].float().norm(dim=-1), pre, rtol=1e-2, atol=0)
+    # without OOI the same sum is not finite: the test exercises the overflow it claims to
+    raw = _ops.steer_layer(hidden, state.clone(), None, None, None, None, vec, table, False)
+    assert not torch.isfinite(raw[0]).all()

@@ -97,3 +97,32 @@ def test_strength_checked_in_the_layers_dtype(dtype):
     else:
         mm.steer(behavior_vector=big, behavior_layer_ids=[1], behavior_vector_strength=1e5)
         assert mm.steering_plan is not plan
+
+
+def test_empty_rules_and_non_bool_flags_raise_before_anything_changes():
+    """rules=[] would switch no behaviour on (a silent no-op); a flag given as a string ("no" is
+    truthy) would silently mean True. Both are refused, naming the argument, and the steering
+    installed before stays installed."""
+    model = make_model("llama")
+    mm = MalleableModel(model, fresh_tokenizer())
+    mm.steer(behavior_vector=vec(1), behavior_layer_ids=[1], behavior_vector_strength=2.0)
+    before = _hooks(model)
+    with pytest.raises(ValueError, match="rules is empty"):
+        mm.multisteer([vec(1)], [[1]], [1.0], [vec(2)], [[0]], [0.1], ["larger"], rules=[])
+    assert _hooks(model) == before
+    with pytest.raises(TypeError, match="use_chat_template"):
+        mm.respond("hello", use_chat_template="no")
+    with pytest.raises(TypeError, match="use_chat_template"):
+        mm.respond_batch(["hello"], use_chat_template="no")
+    with pytest.raises(TypeError, match="reset_after_response"):
+        mm.respond("hello", reset_after_response="yes")
+    assert _hooks(model) == before
+
+
+def test_steering_dataset_refuses_non_bool_flags():
+    from activation_steering import SteeringDataset
+
+    with pytest.raises(TypeError, match="use_chat_template"):
+        SteeringDataset(fresh_tokenizer(), [("a", "b")], use_chat_template="no")
+    with pytest.raises(TypeError, match="disable_suffixes"):
+        SteeringDataset(fresh_tokenizer(), [("a", "b")], disable_suffixes=1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .._args import check_flag
+
 
 def require_chat_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
@@ -22,7 +24,7 @@ def require_chat_template(tokenizer) -> None:
 def format_prompt(tokenizer, prompt: str, use_chat_template: bool = True) -> str:
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if not use_chat_template:
+    if not check_flag(use_chat_template, "use_chat_template"):
         return prompt
     require_chat_template(tokenizer)
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

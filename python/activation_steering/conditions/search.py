@@ -43,6 +43,7 @@ from ..activations.layers import find_decoder_layers, hidden_size, resolve_layer
 from ..activations.prompts import format_prompt
 from ..activations.runner import TruncatedForward
 from ..activations.tokens import Tokenized, length_sorted_batches, pad_right, pad_token_id, tokenize
+from .._args import check_writable
 from .report import DEFAULT_ANALYSIS_PATH, analysis_summary, plot_similarities
 from .similarity import COMPARATORS, POOLING_MODES, condition_met
 
@@ -303,6 +304,11 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         raise TypeError(f"file_path must be a str or Path, got {type(file_path).__name__}")
     if not isinstance(plot, (bool, str, Path)):
         raise TypeError(f"plot must be a bool or a path, got {type(plot).__name__}")
+    if save_analysis:  # fail before the forwards and the search, not after them
+        check_writable(file_path if file_path is not None else DEFAULT_ANALYSIS_PATH, "file_path")
+    if plot:
+        check_writable(plot if not isinstance(plot, bool) else
+                       Path(file_path if file_path is not None else DEFAULT_ANALYSIS_PATH).with_suffix(".png"), "plot")
     if save_analysis and not exact and n_combos * grid.size * 16 > MAX_SCORE_TABLE_BYTES:
         raise ValueError(
             f"save_analysis would record {n_combos} combinations x {grid.size} thresholds x 2 comparators; "

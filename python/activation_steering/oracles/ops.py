@@ -72,16 +72,20 @@ def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Ten
     out = hidden.clone(memory_format=torch.contiguous_format)
     if beh_vecs is None:
         return out
+    # with OOI, half-precision rows are summed in float32 (an overflowing sum is still rescaled from finite values)
+    wide = torch.float32 if ooi and hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
     for b in range(B):
-        row = hidden[b]
+        row = hidden[b].to(wide)
         for k in range(beh_vecs.shape[0]):
             if beh_tables is None or bool(beh_tables[k, int(state[b])]):
-                row = row + beh_vecs[k]
+                row = row + beh_vecs[k].to(wide)
         if ooi and beh_vecs.shape[0] > 0:
             pre = hidden[b].to(torch.float32).norm(dim=-1)                      # [T]
             post = row.to(torch.float32).norm(dim=-1)
-            bad = (post > pre) | ~torch.isfinite(row).all(-1)
+            narrow = row.to(hidden.dtype)
+            bad = (post > pre) | ~torch.isfinite(narrow).all(-1)
             if bool((bad & real[b]).any()):
-                row = (row.to(torch.float32) * (pre / post).unsqueeze(-1)).to(hidden.dtype)
+                narrow = (row.to(torch.float32) * (pre / post).unsqueeze(-1)).to(hidden.dtype)
+            row = narrow
         out[b] = row
     return out

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import _core
+from .._args import check_flag
 from ..conditions.similarity import COMPARATORS, POOLING_MODES
 from ..vectors.provenance import check_vector_matches
 
@@ -115,10 +116,7 @@ def _check_vector(vector, name: str) -> None:
                         f"got {type(vector).__name__}")
 
 
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+_check_bool = check_flag
 
 
 def _check_number(value, name: str) -> float:
