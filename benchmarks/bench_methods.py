@@ -18,6 +18,7 @@ call on the captured [L, 2P, D] buffer, min over repeats), since capture is the
 same for all three methods by construction.
 
     OMP_NUM_THREADS=1 PYTHONPATH=python .venv/bin/python benchmarks/bench_methods.py [--repeats 3] [--threads 1]
+        [--layers demo|all|both]
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--layers", choices=("demo", "all", "both"), default="both",
+                    help="the demo's layer sets, every layer, or both")
     args = ap.parse_args()
 
     import numpy as np
@@ -69,6 +72,7 @@ def main() -> None:
         ("behaviour", behaviour, "suffix-only", list(range(n_layers))),
         ("condition", condition, "all", list(range(n_layers))),
     ]
+    cases = {"demo": cases[:2], "all": cases[2:], "both": cases}[args.layers]
     print(f"torch threads {args.threads}, repeats {args.repeats}, D={model.config.hidden_size}")
     print(f"{'task':10} {'layers':>6} {'pairs':>5} {'method':13} {'train s':>8} {'ratio':>6} "
           f"{'solve s':>8} {'solve ratio':>11}")
