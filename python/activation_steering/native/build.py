@@ -136,7 +136,7 @@ def _compile_and_load() -> str | None:
             path = cpp_extension.load(
                 name="_torch_ops",
                 sources=[str(s) for s in sources],
-                extra_cflags=["-O2"],
+                extra_cflags=["-O2", "-std=c++20"],
                 build_directory=str(build_dir),
                 is_python_module=False,
                 verbose=False,
