@@ -66,7 +66,7 @@ def condition_vector(model, tok, harmful, harmless, n_layers):
     except ImportError:
         pass
     # Fallback: mean difference of h_out[i] (hidden_states[i + 1]) over all real tokens.
-    from activation_steering.formatting import encode, format_prompt
+    from activation_steering.activations.prompts import encode, format_prompt
 
     def mean_states(texts):
         acc = torch.zeros(n_layers, model.config.hidden_size, dtype=torch.float64)
@@ -93,9 +93,9 @@ def condition_vector(model, tok, harmful, harmless, n_layers):
 # --------------------------------------------------------------------------- #
 def baseline_similarities(model, tok, strings, vector, layers, mode="mean"):
     """One generate(max_new_tokens=1) per string; pre-hooks record the prompt pass."""
-    from activation_steering.formatting import format_prompt
-    from activation_steering.layers import find_decoder_layers
-    from activation_steering.similarity import condition_similarity
+    from activation_steering.activations.prompts import format_prompt
+    from activation_steering.activations.layers import find_decoder_layers
+    from activation_steering.conditions.similarity import condition_similarity
 
     decoder = find_decoder_layers(model)
     record: dict[int, float] = {}
@@ -166,8 +166,8 @@ def main() -> int:
         return 0
 
     from activation_steering import _core
-    from activation_steering.condition_search import condition_similarities, find_best_condition_point
-    from activation_steering.layers import find_decoder_layers
+    from activation_steering.conditions.search import condition_similarities, find_best_condition_point
+    from activation_steering.activations.layers import find_decoder_layers
     from activation_steering.models import load_default_model
 
     data = json.loads(path.read_text())

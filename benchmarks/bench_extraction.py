@@ -13,7 +13,7 @@ Variants, each in its own fresh subprocess (same model, same dataset object buil
 before the clock starts, one warm-up forward of one string first):
   ours      SteeringVector.train(..., batch_size=32): everything (tokenize, capture, C PCA);
             shared prefixes (chat template's system turn, each rendered example
-            before its suffixes) run once through a KV cache (see capture.py)
+            before its suffixes) run once through a KV cache (see activations/prefix_sharing.py)
   plain     the same steps with prefix sharing switched off (capture_pooled(...,
             share_prefixes=False)): every string runs whole, like the floor
   baseline  what the common implementation does (the reference library's shape,
@@ -93,7 +93,8 @@ def run_ours(model, tok, ds, method, mode, layers):
 def run_plain(model, tok, ds, method, mode, layers):
     """train() step by step (see extract.py) with prefix sharing off."""
     from activation_steering import _core
-    from activation_steering.capture import capture_pooled, pooling_spans, tokenize
+    from activation_steering.activations.pooled import capture_pooled
+    from activation_steering.activations.tokens import pooling_spans, tokenize
 
     pairs = ds.formatted_dataset
     texts = [s for p in pairs for s in (p.positive, p.negative)]
@@ -161,8 +162,9 @@ def run_floor(model, tok, ds, method, mode, layers):
     import numpy as np
     import torch
 
-    from activation_steering.capture import input_device, length_sorted_batches, pad_right, tokenize
-    from activation_steering.layers import find_layers_and_base
+    from activation_steering.activations.runner import input_device
+    from activation_steering.activations.tokens import length_sorted_batches, pad_right, tokenize
+    from activation_steering.activations.layers import find_layers_and_base
 
     texts = [s for p in ds.formatted_dataset for s in (p.positive, p.negative)]
     tk = tokenize(tok, texts, not ds.use_chat_template)

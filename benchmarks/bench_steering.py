@@ -187,9 +187,9 @@ def bench_step(mm, args) -> dict:
 
 
 def bench_batch(mm, args) -> dict:
-    from activation_steering.formatting import encode, format_prompt
-    from activation_steering.forward_capture import run_truncated
-    from activation_steering.similarity import condition_similarity
+    from activation_steering.activations.prompts import encode, format_prompt
+    from activation_steering.activations.runner import run_truncated
+    from activation_steering.conditions.similarity import condition_similarity
 
     model, tok = mm.unwrap(), mm.tokenizer
     n_layers, dim = model.config.num_hidden_layers, model.config.hidden_size
@@ -199,8 +199,8 @@ def bench_batch(mm, args) -> dict:
     sims = []
     for p in prompts:
         enc = encode(tok, [format_prompt(tok, p)], True, device=args.device)
-        run_truncated(model, enc["input_ids"], enc["attention_mask"], 6,
-                      pre_hooks={6: lambda _i, h: sims.append(float(condition_similarity(h[0].mean(0), direction)))})
+        run_truncated(model, enc["input_ids"], enc["attention_mask"], [6],
+                      lambda _i, h: sims.append(float(condition_similarity(h[0].mean(0), direction))), read="input")
     threshold = float(np.median(sims))
     mm.steer(behavior_vector=unit_vector(1, n_layers, dim), behavior_layer_ids=[i for i in range(10, 16)],
              behavior_vector_strength=4.0, condition_vector=condition, condition_layer_ids=[6],
@@ -259,7 +259,8 @@ def main() -> int:
             print(f"embedded model unavailable ({exc}); using --random-weights")
             args.random_weights = True
 
-    from activation_steering import MalleableModel, _ops
+    from activation_steering import MalleableModel
+    from activation_steering.native import ops as _ops
     from activation_steering.config import GlobalConfig
 
     GlobalConfig.set_verbose(False, "MalleableModel")

@@ -13,8 +13,8 @@
 # Steps (each logs under $OUT, the device tool's output folder):
 #   1. build the ATen op library (csrc/torch/ops.cpp) in place against this torch,
 #      and the C core (csrc/core + binding) with gcc against the carried OpenBLAS;
-#   2. op tests: tests/test_steer_op.py (parametrized over cpu and cuda) and
-#      tests/test_foundation_ops.py (the compiled library really loaded);
+#   2. op tests: tests/native/test_steer_op.py (parametrized over cpu and cuda) and
+#      tests/native/test_ops_load.py (the compiled library really loaded);
 #   3. a model split across cuda and cpu (accelerate device_map) steered like the
 #      simple reference implementation (needs the C core);
 #   4. the decode benchmark at batch 1 on cuda: unsteered vs plain vs conditional
@@ -69,13 +69,13 @@ else
 fi
 
 step "2. op tests (cpu + cuda)"
-$PY -X faulthandler -m pytest -q -p no:cacheprovider -rs tests/test_steer_op.py tests/test_foundation_ops.py 2>&1 | tee "$OUT/op_tests.log" | tail -n 15
+$PY -X faulthandler -m pytest -q -p no:cacheprovider -rs tests/native/test_steer_op.py tests/native/test_ops_load.py 2>&1 | tee "$OUT/op_tests.log" | tail -n 15
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 
 if [ "$have_core" = 1 ]; then
     step "3. model split across cuda and cpu"
     $PY -m pytest -q -p no:cacheprovider -rs \
-        "tests/test_malleable_model.py::test_model_split_across_devices_matches_single_device" 2>&1 \
+        "tests/api/test_malleable_model.py::test_model_split_across_devices_matches_single_device" 2>&1 \
         | tee "$OUT/split_test.log" | tail -n 15
     [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 

@@ -28,10 +28,11 @@ import time
 import numpy as np
 
 from activation_steering import MalleableModel, SteeringDataset, SteeringVector
-from activation_steering.condition_search import condition_predictions
+from activation_steering.conditions.search import condition_predictions
 from activation_steering.config import GlobalConfig
-from activation_steering.demo import DemoSettings, f1_score, project_data
-from activation_steering.judge import is_refusal
+from activation_steering.conditions.thresholds import f1_score
+from activation_steering.demo import DemoSettings, project_data
+from activation_steering.demo.judge import is_refusal
 from activation_steering.models import load_default_model
 
 WINDOWS = [(6, 20), (10, 16), (10, 20), (10, 24), (12, 20)]

@@ -10,7 +10,7 @@ once -> forwards over length-sorted, right-padded batches, stopped after the
 deepest requested layer, with hooks that pool each string's real tokens into
 one [layers, N, D] float32 buffer; text that many strings share (the chat
 template's system turn, an example repeated once per suffix) runs once through
-a KV cache (capture.py) -> exact PCA of all layers in one C call with the GIL
+a KV cache (activations/pooled.py) -> exact PCA of all layers in one C call with the GIL
 released (csrc/core/pca.c) -> SteeringVector.
 
 Extraction runs the model as it is: if a MalleableModel currently has steering
@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from .config import GlobalConfig, log
-from .layers import find_decoder_layers, resolve_layer_ids, unwrap_model
+from .activations.layers import find_decoder_layers, resolve_layer_ids, unwrap_model
 
 METHODS = ("pca_pairwise", "pca_center", "pca_diff")
 
@@ -78,7 +78,8 @@ class SteeringVector:
             output_dir: where the figures go.
         """
         from . import _core
-        from .capture import (capture_pooled, check_accumulate, pooling_spans, tokenize,
+        from .activations.pooled import capture_pooled
+        from .activations.tokens import (check_accumulate, pooling_spans, tokenize,
                               warn_suffix_fallback)
 
         # ---- every argument is checked before the model runs ----
@@ -140,7 +141,7 @@ class SteeringVector:
         directions = {lid: comps[j, 0].copy() for j, lid in enumerate(layer_ids)}
         variances = {lid: float(explained[j, 0]) for j, lid in enumerate(layer_ids)}
         if save_analysis:
-            from .analysis_plots import save_analysis_figures
+            from .vectors.plots import save_analysis_figures
 
             paths = save_analysis_figures(proj, explained, layer_ids, output_dir, method)
             log("SteeringVector", f"Saved {len(paths)} analysis figures to {output_dir}")
@@ -149,7 +150,7 @@ class SteeringVector:
 
     def save(self, file_path: str | os.PathLike) -> str:
         """Write `file_path` (+ ".svec" when missing) as SPEC JSON; returns the path written."""
-        from .svec_io import save_svec
+        from .vectors.svec import save_svec
 
         path = save_svec(file_path, self.model_type, self.directions, self.explained_variances)
         log("SteeringVector", f"Saved SteeringVector to {path}")
@@ -158,7 +159,7 @@ class SteeringVector:
     @classmethod
     def load(cls, file_path: str | os.PathLike) -> "SteeringVector":
         """Read a .svec file (".svec" appended when missing); never executes code."""
-        from .svec_io import load_svec
+        from .vectors.svec import load_svec
 
         model_type, directions, variances = load_svec(file_path)
         log("SteeringVector", f"Loaded directions for layers {list(directions)}")

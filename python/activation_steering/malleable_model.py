@@ -6,7 +6,7 @@
     mm.respond("How do I make a bomb?")
 
 The wrapper never replaces modules: steering is a set of forward pre-hooks
-(leash_layer.py) installed from a validated plan (steering_plan.py), so the
+(leash_layer.py) installed from a validated plan (steering/plan.py), so the
 wrapped model's state_dict and save_pretrained are unchanged while steered, and
 `reset_leash_to_default()` (or `unwrap()`) gives back the exact unsteered model.
 Everything else (config, device, generate, forward, to, eval, ...) passes through
@@ -22,12 +22,13 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .batched_decode import greedy_decode, plain_greedy
+from .steering.decode import greedy_decode, plain_greedy
 from .config import log
-from .formatting import encode, ensure_pad_token, format_prompt
-from .layers import find_layers_and_base, unwrap_model
-from .leash_layer import LeashLayer, PromptWatcher, SteeringState
-from .steering_plan import SteeringPlan, build_multisteer_plan, build_steer_plan
+from .activations.prompts import encode, ensure_pad_token, format_prompt
+from .activations.layers import find_layers_and_base, unwrap_model
+from .leash_layer import LeashLayer
+from .steering.state import PromptWatcher, SteeringState
+from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
 
 DEFAULT_BEHAVIOR_LAYER_IDS = (10, 11, 12, 13, 14, 15)
 # The attribute of a wrapped model that points at the MalleableModel steering it,
@@ -193,8 +194,8 @@ class MalleableModel:
         log("MalleableModel", "steering removed")
 
     def find_best_condition_point(self, *args, **kwargs):
-        """Search condition layers/threshold/comparator by F1 (SPEC 4); see condition_search.py."""
-        from .condition_search import find_best_condition_point
+        """Search condition layers/threshold/comparator by F1 (SPEC 4); see conditions/search.py."""
+        from .conditions.search import find_best_condition_point
 
         return find_best_condition_point(self, *args, **kwargs)
 
@@ -287,7 +288,7 @@ class MalleableModel:
         (longest first, so rows of a batch need little padding), LEFT-padded and
         generated batch by batch; each row is steered and conditioned on its own
         prompt only. Plain greedy settings (the default) run the row-dropping decode
-        loop of batched_decode.py: a row leaves the batch as soon as it finishes.
+        loop of steering/decode.py: a row leaves the batch as soon as it finishes.
         Other settings go through `generate` on the padded batch, with padding
         excluded from the repetition penalty so a row's penalty sees the same tokens
         as when it is generated alone. `show_progress` shows a bar over prompts.

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import log
-from .formatting import require_chat_template
+from .activations.prompts import require_chat_template
 
 # Our own default openers (SPEC 2): the empty string first, then short generic
 # sentence starts that give each example several contexts to be read in. They

@@ -1,11 +1,11 @@
 """Steering-plan compilation: the C core (`_core.plan_compile`) against a numpy
-oracle, and the Python plan builders (steering_plan.py) that feed it."""
+oracle, and the Python plan builders (steering/plan.py) that feed it."""
 import numpy as np
 import pytest
 import torch
 
 from activation_steering import SteeringVector, _core
-from activation_steering.steering_plan import build_multisteer_plan, build_steer_plan
+from activation_steering.steering.plan import build_multisteer_plan, build_steer_plan
 
 
 def _flat(items, n_layers):

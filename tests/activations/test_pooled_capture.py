@@ -13,10 +13,12 @@ import torch
 from tiny_models import make_model
 
 from activation_steering import SteeringDataset, SteeringVector
-from activation_steering import capture
-from activation_steering.capture import capture_pooled, plan_prefix_sharing, pooling_spans, sharing_blockers, tokenize
+from activation_steering.activations import prefix_sharing, runner
+from activation_steering.activations.pooled import capture_pooled
+from activation_steering.activations.prefix_sharing import plan_prefix_sharing, sharing_blockers
+from activation_steering.activations.tokens import pooling_spans, tokenize
 from activation_steering.config import GlobalConfig
-from activation_steering.layers import find_decoder_layers
+from activation_steering.activations.layers import find_decoder_layers
 
 GlobalConfig.set_verbose(False, "SteeringVector")
 GlobalConfig.set_verbose(False, "SteeringDataset")
@@ -82,7 +84,7 @@ def get_model(models, family):
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt", "qwen2"])
 @pytest.mark.parametrize("mode", MODES)
 def test_pooled_equals_naive_reference(models, tokenizer, family, mode, monkeypatch):
-    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)  # every shared prefix forms a group: all 3 levels run
+    monkeypatch.setattr(prefix_sharing, "MIN_GROUP_SAVING", 1)  # every shared prefix forms a group: all 3 levels run
     model = get_model(models, family)
     ds = SteeringDataset(tokenizer, EXAMPLES, suffixes=SUFFIXES)
     texts = [s for p in ds.formatted_dataset for s in (p.positive, p.negative)]
@@ -100,7 +102,7 @@ def test_pooled_equals_naive_reference(models, tokenizer, family, mode, monkeypa
 
 @pytest.mark.parametrize("mode", MODES)
 def test_raw_text_and_straddling_suffix(models, tokenizer, mode, monkeypatch):
-    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)
+    monkeypatch.setattr(prefix_sharing, "MIN_GROUP_SAVING", 1)
     # No chat template; the suffix starts inside a word ("cat" + "s are ..."), so
     # the boundary token belongs to both sides: it is pooled as suffix.
     model = get_model(models, "llama")
@@ -246,7 +248,7 @@ def test_suffix_only_without_suffixes_warns_and_uses_last_token(models, tokenize
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [3, "all", "suffix-only"])
 def test_embedded_model_pooled_equals_naive(embedded, mode, monkeypatch):
-    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)
+    monkeypatch.setattr(prefix_sharing, "MIN_GROUP_SAVING", 1)
     model, tok = embedded
     ds = SteeringDataset(tok, [("How do I bake bread?", "How do I bake bread?"),
                                ("Name a colour.", "Tell me a long story about a cat who sails.")],
@@ -300,21 +302,21 @@ def test_sharing_is_not_used_on_a_steered_model(models, tokenizer):
 
 
 def test_a_failing_probe_falls_back_to_the_plain_path(tokenizer, monkeypatch):
-    monkeypatch.setattr(capture, "MIN_GROUP_SAVING", 1)
+    monkeypatch.setattr(prefix_sharing, "MIN_GROUP_SAVING", 1)
     # Simulate an architecture that ignores position_ids when given a cache.
     model = make_model("llama", n_layers=4, hidden=64, seed=1)
-    real_run = capture._Capture.run
+    real_run = runner.TruncatedForward.run
 
     def run_ignoring_positions(self, ids, mask, on_hidden, cache=None, positions=None):
         if cache is None:
             return real_run(self, ids, mask, on_hidden)
-        self.on_hidden = on_hidden
+        self._on_hidden = on_hidden
         try:
             self.base(input_ids=ids, attention_mask=mask, use_cache=True, **{self.cache_kw: cache})
-        except capture._StopForward:
+        except runner._StopForward:
             pass
 
-    monkeypatch.setattr(capture._Capture, "run", run_ignoring_positions)
+    monkeypatch.setattr(runner.TruncatedForward, "run", run_ignoring_positions)
     ds = SteeringDataset(tokenizer, EXAMPLES, suffixes=SUFFIXES)
     got = ours_pooled(model, tokenizer, ds, [1, 3], "all", batch_size=4)
     assert model._as_prefix_sharing_ok is False

@@ -3,7 +3,7 @@
 The job has two halves with very different costs, and each is done once:
 
 1. Similarities. Every string is formatted exactly as `respond` formats a prompt
-   (`formatting.format_prompt`, tokenized as `formatting.encode` does), then the
+   (`activations.prompts.format_prompt`, tokenized as `prompts.encode` does), then the
    strings go through the model in batches (RIGHT padding, sorted by length so
    batches carry little padding) with a pre-hook on every layer in range that
    pools the layer's INPUT h_in[i] over the string's real tokens ("mean") or
@@ -35,21 +35,21 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from . import _core, _ops
-from .config import log
-from .forward_capture import run_truncated
-from .formatting import encode, format_prompt
-from .layers import find_decoder_layers, unwrap_model
+from .. import _core
+from ..native import ops as _ops
+from ..config import log
+from ..activations.runner import TruncatedForward
+from ..activations.prompts import encode, format_prompt
+from ..activations.layers import find_decoder_layers, unwrap_model
+from .report import DEFAULT_ANALYSIS_PATH, analysis_summary, plot_similarities
 from .similarity import COMPARATORS, POOLING_MODES, condition_met, condition_similarity
 
-DEFAULT_ANALYSIS_PATH = "optimal_condition_point_analysis.json"
 MAX_GRID_THRESHOLDS = 10_000_000
 MAX_SCORE_TABLE_BYTES = 2 << 30  # the save_analysis score table [combos, thresholds, 2] float64
 
@@ -57,7 +57,6 @@ __all__ = [
     "find_best_condition_point",
     "condition_similarities",
     "condition_predictions",
-    "threshold_at_false_positive_rate",
     "DEFAULT_ANALYSIS_PATH",
 ]
 
@@ -175,7 +174,7 @@ def _hidden_size(hf_model) -> int | None:
 # Similarities: one batched, truncated forward per batch
 # --------------------------------------------------------------------------- #
 def _encode_all(tokenizer, texts: list[str], use_chat_template: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids[N, T], lengths[N]) with RIGHT padding, exactly as formatting.encode tokenizes.
+    """(input_ids[N, T], lengths[N]) with RIGHT padding, exactly as prompts.encode tokenizes.
 
     A tokenizer without a pad token gets eos as pad for this call only (padding
     never reaches a pooled vector, so its id does not matter)."""
@@ -202,7 +201,6 @@ def _similarity_matrix(hf_model, input_ids: torch.Tensor, lengths: torch.Tensor,
     column = {layer: k for k, layer in enumerate(layer_ids)}
     sims = torch.empty((n, len(layer_ids)), dtype=torch.float32)
     order = torch.argsort(lengths, descending=True, stable=True)  # little padding per batch
-    device = hf_model.get_input_embeddings().weight.device
     on_device: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def direction(layer: int, dev: torch.device) -> torch.Tensor:
@@ -212,27 +210,27 @@ def _similarity_matrix(hf_model, input_ids: torch.Tensor, lengths: torch.Tensor,
         return on_device[key]
 
     n_batches = (n + batch_size - 1) // batch_size
-    for b in tqdm(range(n_batches), desc="condition similarities", unit="batch", disable=not show_progress):
-        rows = order[b * batch_size:(b + 1) * batch_size]
-        lens = lengths[rows]
-        width = int(lens.max())
-        ids = input_ids[rows, :width]
-        mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).to(torch.long)
-        end = lens.to(torch.long)
-        start = end - 1 if mode == "last" else torch.zeros_like(end)
-        spans: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        out = torch.empty((len(rows), len(layer_ids)), dtype=torch.float32)
+    with TruncatedForward(hf_model, layer_ids, read="input") as fwd:
+        for b in tqdm(range(n_batches), desc="condition similarities", unit="batch", disable=not show_progress):
+            rows = order[b * batch_size:(b + 1) * batch_size]
+            lens = lengths[rows]
+            width = int(lens.max())
+            ids = input_ids[rows, :width]
+            mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).to(torch.long)
+            end = lens.to(torch.long)
+            start = end - 1 if mode == "last" else torch.zeros_like(end)
+            spans: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+            out = torch.empty((len(rows), len(layer_ids)), dtype=torch.float32)
 
-        def capture(layer: int, hidden: torch.Tensor) -> None:
-            dev = hidden.device
-            if dev not in spans:
-                spans[dev] = (start.to(dev), end.to(dev))
-            pooled = _ops.pool_spans(hidden, *spans[dev])                      # [B, D] float32
-            out[:, column[layer]] = condition_similarity(pooled, direction(layer, dev)).cpu()
+            def capture(layer: int, hidden: torch.Tensor, spans=spans, start=start, end=end, out=out) -> None:
+                dev = hidden.device
+                if dev not in spans:
+                    spans[dev] = (start.to(dev), end.to(dev))
+                pooled = _ops.pool_spans(hidden, *spans[dev])                      # [B, D] float32
+                out[:, column[layer]] = condition_similarity(pooled, direction(layer, dev)).cpu()
 
-        run_truncated(hf_model, ids.to(device), mask.to(device), stop_after=layer_ids[-1],
-                      pre_hooks={layer: capture for layer in layer_ids})
-        sims[rows] = out
+            fwd.run(ids, mask, capture)
+            sims[rows] = out
     return sims
 
 
@@ -243,7 +241,7 @@ def _prepare(model, strings: list[str], condition_vector, layer_ids_or_range, mo
     if from_range:
         layer_ids = _check_layer_range(layer_ids_or_range, n_layers)
     else:
-        from .layers import resolve_layer_ids
+        from ..activations.layers import resolve_layer_ids
 
         layer_ids = sorted(resolve_layer_ids(layer_ids_or_range, n_layers, "layer_ids"))
         if not layer_ids:
@@ -290,41 +288,6 @@ def condition_predictions(model, strings: Sequence[str], condition_vector, layer
     return condition_met(sims, threshold, direction).any(axis=1)
 
 
-def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: np.ndarray, direction: str,
-                                     max_false_positive_rate: float) -> tuple[float, float, float]:
-    """(threshold, true positive rate, false positive rate) of the operating point
-    that fires on the most positives while firing on at most
-    `max_false_positive_rate` of the negatives.
-
-    An F1-optimal condition point (find_best_condition_point) weighs a missed
-    positive like a false alarm; when a false alarm costs more (CAST refusing a
-    harmless prompt), cap the false positive rate instead. Inputs are similarity
-    matrices [strings, layers] of one condition at fixed layers (columns combined
-    with ANY, as steering does), e.g. from `condition_similarities`. The threshold
-    returned is a midpoint between two observed similarities (or one unit beyond
-    the extremes), like exact search; ties prefer the lower false positive rate.
-    """
-    if direction not in COMPARATORS:
-        raise ValueError(f"direction must be one of {COMPARATORS}, got {direction!r}")
-    if not (isinstance(max_false_positive_rate, (int, float)) and 0.0 <= max_false_positive_rate <= 1.0):
-        raise ValueError(f"max_false_positive_rate must be in [0, 1], got {max_false_positive_rate!r}")
-    pos = np.atleast_2d(np.asarray(positive_sims, dtype=np.float64).T).T
-    neg = np.atleast_2d(np.asarray(negative_sims, dtype=np.float64).T).T
-    if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1] or not len(pos) or not len(neg):
-        raise ValueError("positive_sims and negative_sims must be non-empty [strings, layers] arrays with the same "
-                         "number of layers")
-    values = np.unique(np.concatenate([pos.ravel(), neg.ravel()]))
-    # every distinct outcome of "any column meets the condition" is reached by one of these thresholds
-    candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
-    best = None
-    for t in candidates:
-        tpr = condition_met(pos, t, direction).any(1).mean()
-        fpr = condition_met(neg, t, direction).any(1).mean()
-        if fpr <= max_false_positive_rate and (best is None or (tpr, -fpr) > (best[1], -best[2])):
-            best = (float(t), float(tpr), float(fpr))
-    return best  # the empty operating point (fires on nothing) always qualifies
-
-
 # --------------------------------------------------------------------------- #
 # The search
 # --------------------------------------------------------------------------- #
@@ -356,7 +319,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
 
     Every argument is checked before the model is touched (ValueError/TypeError
     naming the argument)."""
-    from .config import GlobalConfig
+    from ..config import GlobalConfig
 
     positives = _check_strings(positive_strings, "positive_strings")
     negatives = _check_strings(negative_strings, "negative_strings")
@@ -415,7 +378,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
 
     if save_analysis:
         path = Path(file_path) if file_path is not None else Path(DEFAULT_ANALYSIS_PATH)
-        summary = _analysis(sims, labels, layer_ids, max_combine, grid, res, exact, best_layers, best_threshold,
+        summary = analysis_summary(sims, labels, layer_ids, max_combine, grid, res, exact, best_layers, best_threshold,
                             best_direction, best_f1, mode)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))
@@ -426,79 +389,3 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         plot_similarities(sims.numpy(), labels, layer_ids, best_layers, best_threshold, best_direction, png)
         log("MalleableModel", f"Similarity plot saved to {png}")
     return best_layers, best_threshold, best_direction, best_f1
-
-
-def _threshold_keys(grid: np.ndarray) -> list[str]:
-    """The reference keys thresholds with 3 decimals; use more only where 3 would merge grid values."""
-    for decimals in range(3, 18):
-        keys = [f"{t:.{decimals}f}" for t in grid]
-        if len(set(keys)) == len(keys):
-            return keys
-    return [repr(float(t)) for t in grid]
-
-
-def _analysis(sims: torch.Tensor, labels: np.ndarray, layer_ids: list[int], max_combine: int, grid: np.ndarray,
-              res: dict, exact: bool, best_layers, best_threshold, best_direction, best_f1, mode: str) -> dict:
-    """The save_analysis JSON (the reference's layout, plus the search settings)."""
-    analysis: dict[str, Any] = {}
-    combos = [c for r in range(1, max_combine + 1) for c in combinations(layer_ids, r)]
-    if exact:
-        per = res["per_combo"]                                       # [n_combos, 2, 2] (threshold, f1)
-        for k, combo in enumerate(combos):
-            scores = {f"{float(per[k, c, 0])!r}_{COMPARATORS[c]}": float(per[k, c, 1]) for c in range(2) if per[k, c, 1] > 0}
-            analysis["layers_" + "_".join(map(str, combo))] = {"f1_scores": scores, "similarities": {}}
-    else:
-        keys = _threshold_keys(grid)
-        table = res["scores"]                                        # [n_combos, T, 2]
-        for k, combo in enumerate(combos):
-            js, cs = np.nonzero(table[k])
-            scores = {f"{keys[j]}_{COMPARATORS[c]}": float(table[k, j, c]) for j, c in zip(js.tolist(), cs.tolist())}
-            analysis["layers_" + "_".join(map(str, combo))] = {"f1_scores": scores, "similarities": {}}
-    s = sims.numpy()
-    for col, layer in enumerate(layer_ids):
-        analysis[f"layer_{layer}"] = {"similarities": {"positive": s[labels, col].tolist(),
-                                                       "negative": s[~labels, col].tolist()}}
-    return {
-        "best_layers": best_layers,
-        "best_threshold": best_threshold,
-        "best_direction": best_direction,
-        "best_f1_score": best_f1,
-        "search": {"exact": exact, "condition_threshold_comparison_mode": mode,
-                   "layer_range": [layer_ids[0], layer_ids[-1] + 1], "max_layers_to_combine": max_combine,
-                   "n_thresholds": None if exact else int(grid.size),
-                   "n_positive": int(labels.sum()), "n_negative": int((~labels).sum())},
-        "analysis": analysis,
-    }
-
-
-def plot_similarities(sims: np.ndarray, labels: np.ndarray, layer_ids: list[int], best_layers: list[int],
-                      best_threshold: float, best_direction: str, path: str | Path) -> Path:
-    """One histogram per layer (positives vs negatives) with the best threshold marked; saved as `path`."""
-    from matplotlib.figure import Figure
-
-    n = len(layer_ids)
-    ncols = min(6, n)
-    nrows = (n + ncols - 1) // ncols
-    fig = Figure(figsize=(3.0 * ncols, 2.4 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    bins = np.linspace(float(sims.min()), float(sims.max()), 41) if sims.max() > sims.min() else 10
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.set_visible(False)
-            continue
-        layer = layer_ids[k]
-        ax.hist(sims[labels, k], bins=bins, alpha=0.6, color="tab:red", label="positive")
-        ax.hist(sims[~labels, k], bins=bins, alpha=0.6, color="tab:blue", label="negative")
-        is_best = layer in best_layers
-        ax.axvline(best_threshold, color="black", linestyle="-" if is_best else ":", linewidth=1.5 if is_best else 0.8)
-        ax.set_title(f"layer {layer}" + (" (best)" if is_best else ""), fontsize=9,
-                     fontweight="bold" if is_best else "normal")
-        ax.tick_params(labelsize=7)
-        if k == 0:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"condition similarity per layer; threshold {best_threshold:.4g} ({best_direction}), "
-                 f"best layers {best_layers}", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from activation_steering import MalleableModel, SteeringVector
-from activation_steering.formatting import encode, format_prompt
-from activation_steering.forward_capture import run_truncated
-from activation_steering.similarity import condition_similarity
+from activation_steering.activations.prompts import encode, format_prompt
+from activation_steering.activations.runner import run_truncated
+from activation_steering.conditions.similarity import condition_similarity
 from tiny_models import fresh_tokenizer, make_model
 
 SETTINGS = {"max_new_tokens": 12}
@@ -52,7 +52,7 @@ def prompt_sims(model, tok, prompts, layer, direction, mode="mean", chat=True) -
             x = h[0].float().mean(0) if mode == "mean" else h[0, -1].float()
             got["sim"] = float(condition_similarity(x, torch.from_numpy(direction)))
 
-        run_truncated(model, enc["input_ids"], enc["attention_mask"], layer, pre_hooks={layer: hook})
+        run_truncated(model, enc["input_ids"], enc["attention_mask"], [layer], hook, read="input")
         out.append(got["sim"])
     return out
 
@@ -207,12 +207,12 @@ def test_embedded_model_batched_equals_sequential(embedded):
 
 
 # --------------------------------------------------------------------------- #
-# The row-dropping greedy loop (batched_decode.py) and its fallback
+# The row-dropping greedy loop (steering/decode.py) and its fallback
 # --------------------------------------------------------------------------- #
 def early_stop_settings(mm, prompts):
     """Settings whose extra eos token is the 3rd generated token of some rows only,
     so those rows finish early and leave the batch while the others go on."""
-    from activation_steering.formatting import encode as enc_fn
+    from activation_steering.activations.prompts import encode as enc_fn
 
     tok = mm.tokenizer
     firsts = []
@@ -230,7 +230,7 @@ def early_stop_settings(mm, prompts):
 
 @pytest.mark.parametrize("batch_size", [3, 16])
 def test_rows_that_finish_early_leave_the_batch(batch_size, monkeypatch):
-    from activation_steering import batched_decode
+    from activation_steering.steering import decode as batched_decode
 
     model, tok = make_model("llama"), fresh_tokenizer()
     mm = MalleableModel(model, tok)
@@ -257,7 +257,7 @@ def test_rows_that_finish_early_leave_the_batch(batch_size, monkeypatch):
 
 
 def test_plain_greedy_takes_the_fast_path_and_others_fall_back():
-    from activation_steering.batched_decode import plain_greedy
+    from activation_steering.steering.decode import plain_greedy
     from transformers import LogitsProcessorList
 
     model, tok = make_model("llama"), fresh_tokenizer()

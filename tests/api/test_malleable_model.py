@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from activation_steering import MalleableModel, SteeringVector
-from activation_steering.formatting import format_prompt
-from activation_steering.layers import find_layers_and_base
-from activation_steering.similarity import condition_met, condition_similarity
+from activation_steering.activations.prompts import format_prompt
+from activation_steering.activations.layers import find_layers_and_base
+from activation_steering.conditions.similarity import condition_met, condition_similarity
 from tiny_models import fresh_tokenizer, make_model
 
 MAX_NEW = 14

@@ -6,8 +6,9 @@ import itertools
 import pytest
 import torch
 
-from activation_steering import _ops, _reference
-from activation_steering.similarity import condition_met, condition_similarity
+from activation_steering.native import ops as _ops
+from activation_steering.oracles import ops as _reference
+from activation_steering.conditions.similarity import condition_met, condition_similarity
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OP = torch.ops.activation_steering.steer_layer

@@ -8,7 +8,7 @@ from importlib.resources import files
 
 import pytest
 
-from activation_steering.judge import (
+from activation_steering.demo.judge import (
     REFUSAL_PATTERNS,
     WINDOW_CHARS,
     is_refusal,

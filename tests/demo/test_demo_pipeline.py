@@ -2,6 +2,7 @@
 import json
 
 from activation_steering import demo
+from activation_steering.conditions.thresholds import f1_score
 from tiny_models import make_model, make_tokenizer
 
 
@@ -33,5 +34,5 @@ def test_f1_score():
 
     pred = np.array([True, True, False, False])
     truth = np.array([True, False, True, False])
-    assert demo.f1_score(pred, truth) == 0.5
-    assert demo.f1_score(np.zeros(3, bool), np.ones(3, bool)) == 0.0
+    assert f1_score(pred, truth) == 0.5
+    assert f1_score(np.zeros(3, bool), np.ones(3, bool)) == 0.0

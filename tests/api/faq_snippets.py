@@ -1,10 +1,9 @@
-"""The FAQ (../shared/reference/faq.md) and the check that a test's snippets are
+"""The FAQ (shared/reference/faq.md, found by conftest.SHARED) and the check that a test's snippets are
 verbatim copies of it, shared by test_faq_extraction.py and test_faq_steering.py."""
-from pathlib import Path
-
 import pytest
+from conftest import SHARED
 
-FAQ = Path(__file__).resolve().parents[2] / "shared" / "reference" / "faq.md"
+FAQ = SHARED / "reference" / "faq.md"
 
 
 def _lines(text: str) -> list[str]:

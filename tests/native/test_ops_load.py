@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from activation_steering import _ops, _reference
+from activation_steering.native import ops as _ops
+from activation_steering.oracles import ops as _reference
 
 
 def test_compiled_ops_loaded():

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import _core
-from .layers import resolve_layer_ids
-from .similarity import COMPARATORS, POOLING_MODES
+from .. import _core
+from ..activations.layers import resolve_layer_ids
+from ..conditions.similarity import COMPARATORS, POOLING_MODES
 
 MAX_CONDITIONS = 16  # as_rules.h AS_RULES_MAX_CONDITIONS: truth tables have 2**n entries
 

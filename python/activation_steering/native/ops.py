@@ -2,7 +2,7 @@
 
 Import this module, never `_torch_ops` directly. If the compiled library cannot
 be loaded (e.g. torch was upgraded after the build), every op falls back to its
-pure-torch twin in `_reference` with a one-time warning naming the rebuild command.
+pure-torch twin in `oracles/ops.py` with a one-time warning naming the rebuild command.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import warnings
 
 import torch
 
-from . import _reference
+from ..oracles import ops as _reference
 
 REBUILD_HINT = "rebuild with `make build` (or `python setup.py build_ext --inplace`) against the installed torch"
 
 try:
-    from . import _torch_ops  # noqa: F401  (loading it registers the ops)
+    from .. import _torch_ops  # noqa: F401  (loading it registers the ops)
 
     HAVE_COMPILED_OPS = True
     _LOAD_ERROR: Exception | None = None

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from activation_steering import condition_search
-from activation_steering.condition_search import (condition_predictions, condition_similarities,
+from activation_steering.conditions import report, search as condition_search
+from activation_steering.conditions.search import (condition_predictions, condition_similarities,
                                                   find_best_condition_point)
-from activation_steering.formatting import format_prompt
-from activation_steering.layers import find_decoder_layers
-from activation_steering.similarity import condition_similarity
+from activation_steering.activations.prompts import format_prompt
+from activation_steering.activations.layers import find_decoder_layers
+from activation_steering.conditions.similarity import condition_similarity
 from tiny_models import fresh_tokenizer, make_model
 
 POSITIVES = [
@@ -265,7 +265,7 @@ def test_save_analysis_json(tiny_llama, tokenizer, tmp_path, monkeypatch):
     layers, t, d, f1 = find_best_condition_point(tiny_llama, POSITIVES, NEGATIVES, vector, tokenizer=tokenizer,
                                                  max_layers_to_combine=2, threshold_range=(-0.3, 0.3),
                                                  threshold_step=0.01, save_analysis=True)
-    data = json.loads((tmp_path / condition_search.DEFAULT_ANALYSIS_PATH).read_text())
+    data = json.loads((tmp_path / report.DEFAULT_ANALYSIS_PATH).read_text())
     assert (data["best_layers"], data["best_threshold"], data["best_direction"], data["best_f1_score"]) == \
         (layers, t, d, f1)
     sims = condition_similarities(tiny_llama, POSITIVES + NEGATIVES, vector, [1, 2, 3], tokenizer=tokenizer)
@@ -292,9 +292,9 @@ def test_save_analysis_json(tiny_llama, tokenizer, tmp_path, monkeypatch):
 
 
 def test_threshold_keys_stay_unique_on_fine_grids():
-    keys = condition_search._threshold_keys(np.arange(0.0, 0.1, 1e-4))
+    keys = report.threshold_keys(np.arange(0.0, 0.1, 1e-4))
     assert len(set(keys)) == 1000 and keys[0] == "0.0000" and keys[1] == "0.0001"
-    assert condition_search._threshold_keys(np.arange(0.0, 1.0, 0.01))[:2] == ["0.000", "0.010"]
+    assert report.threshold_keys(np.arange(0.0, 1.0, 0.01))[:2] == ["0.000", "0.010"]
 
 
 def test_exact_mode_analysis_and_plot(tiny_llama, tokenizer, tmp_path):
@@ -442,7 +442,7 @@ def test_embedded_batched_equals_one_at_a_time(embedded, mode):
 # --------------------------------------------------------------------------- #
 from hypothesis import given, settings as hyp_settings, strategies as st  # noqa: E402
 
-from activation_steering.condition_search import threshold_at_false_positive_rate  # noqa: E402
+from activation_steering.conditions.thresholds import threshold_at_false_positive_rate  # noqa: E402
 
 
 def _brute_force_fpr_point(pos, neg, direction, cap):

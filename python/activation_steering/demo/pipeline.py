@@ -108,21 +108,15 @@ def ibm_demo_data(root: Path, n_train: int = 200, n_test: int = 64, n_questions:
                     [r["harmful"] for r in test], [r["harmless"] for r in test])
 
 
-def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    tp = int(np.sum(pred & truth))
-    fp = int(np.sum(pred & ~truth))
-    fn = int(np.sum(~pred & truth))
-    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
 def run(settings: DemoSettings | None = None, data: DemoData | None = None, model=None, tokenizer=None,
         output_dir: str | Path = "cast_demo_output", log=print) -> dict:
     """Run the whole demo; returns the results dict that is also saved as results.json."""
-    from . import MalleableModel, SteeringDataset, SteeringVector
-    from .condition_search import condition_similarities, threshold_at_false_positive_rate
+    from .. import MalleableModel, SteeringDataset, SteeringVector
+    from ..conditions.search import condition_similarities
+    from ..conditions.thresholds import f1_score, threshold_at_false_positive_rate
     from .judge import is_refusal
-    from .similarity import condition_met
-    from .models import load_default_model
+    from ..conditions.similarity import condition_met
+    from ..models import load_default_model
 
     settings = settings or DemoSettings()
     data = data or project_data()

@@ -33,7 +33,7 @@ def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Ten
     dtype; beh_tables[M, 2^C] uint8 truth tables or None (always on). Returns the
     steered hidden state as a new tensor.
     """
-    from .similarity import condition_met, condition_similarity
+    from ..conditions.similarity import condition_met, condition_similarity
 
     B, T, D = hidden.shape
     real = (token_mask != 0) if token_mask is not None else torch.ones(B, T, dtype=torch.bool, device=hidden.device)

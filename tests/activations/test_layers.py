@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from activation_steering.layers import find_layers_and_base, resolve_layer_ids
+from activation_steering.activations.layers import find_layers_and_base, resolve_layer_ids
 from tiny_models import make_model, make_tokenizer
 
 EXPECTED = {"llama": "model.layers", "qwen2": "model.layers", "gpt2": "transformer.h",

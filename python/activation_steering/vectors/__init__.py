@@ -1,0 +1,2 @@
+"""Steering-vector files and figures: the .svec JSON format (svec.py) and the
+PCA analysis figures (plots.py)."""
