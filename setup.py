@@ -80,12 +80,12 @@ class BuildPy(build_py):
     """Ships the ATen op sources inside the package, for compilation at first use."""
 
     def run(self):
-        super().run()
         package = Path(self.build_lib) / "activation_steering"
-        # `build_ext --inplace` (make build) also leaves its outputs in build/lib; an op
-        # library built for one torch must never reach a wheel.
-        for stale in package.glob("_torch_ops*"):
-            stale.unlink()
+        # build/lib outlives builds: modules since moved or deleted, and the op library
+        # that `build_ext --inplace` (make build) leaves there for one torch, must never
+        # reach a wheel. Start the package from scratch (build_ext runs after this).
+        shutil.rmtree(package, ignore_errors=True)
+        super().run()
         target = package / "native" / "csrc"
         target.mkdir(parents=True, exist_ok=True)
         for src in sorted((HERE / "csrc" / "torch").glob("*.cpp")):

@@ -6,7 +6,10 @@ from activation_steering import _core
 
 
 def test_version():
-    assert _core.version() == "0.1.0"
+    """The C core reports the package's one version string (activation_steering/_version.py)."""
+    from activation_steering import __version__
+
+    assert _core.version() == __version__
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (64, 129), (300, 17)])

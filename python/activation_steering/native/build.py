@@ -168,6 +168,8 @@ def load_ops() -> tuple[bool, str | None]:
 
 def fallback_message(reason: str | None) -> str:
     """The one warning shown when the pure-torch twins replace the compiled ops."""
-    return (f"activation_steering: compiled ATen ops unavailable ({reason}); using the pure-torch ops, "
-            f"which give the same results more slowly. To get the compiled ops, {INSTALL_HINT}. "
-            f"Set {NO_COMPILE_ENV}=1 to choose the pure-torch ops without this attempt.")
+    msg = (f"activation_steering: compiled ATen ops unavailable ({reason}); using the pure-torch ops, "
+           f"which give the same results more slowly. To get the compiled ops, {INSTALL_HINT}.")
+    if NO_COMPILE_ENV not in (reason or ""):
+        msg += f" Set {NO_COMPILE_ENV}=1 to choose the pure-torch ops without this attempt."
+    return msg
