@@ -176,9 +176,47 @@ class SteeringVector:
                 and dict(self.explained_variances) == dict(other.explained_variances))
 
     def __repr__(self) -> str:
-        layers = list(self.directions)
-        dim = len(next(iter(self.directions.values()))) if layers else 0
-        return f"SteeringVector(model_type={self.model_type!r}, layers={layers}, dim={dim})"
+        """Compact: model type, layer ids as ranges, hidden size, e.g.
+        ``SteeringVector(model_type='llama', layers=0-29 (30), hidden_size=576)``."""
+        layers = sorted(self.directions)
+        dim = int(np.asarray(self.directions[layers[0]]).shape[-1]) if layers else 0
+        return f"SteeringVector(model_type={self.model_type!r}, layers={_layer_ranges(layers)}, hidden_size={dim})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter view: model type, layers, hidden size, and PC1 explained variance per layer
+        as a small table with a bar per layer."""
+        import html
+
+        layers = sorted(self.directions)
+        dim = int(np.asarray(self.directions[layers[0]]).shape[-1]) if layers else 0
+        rows = []
+        for layer in layers:
+            ev = self.explained_variances.get(layer)
+            value = "" if ev is None else f"{float(ev):.3f}"
+            width = 0 if ev is None else max(0.0, min(1.0, float(ev))) * 100
+            bar = (f'<div style="background:#4a7ebb;height:0.8em;width:{width:.1f}%;min-width:1px"></div>'
+                   if ev is not None else "")
+            rows.append(f"<tr><td style=\"text-align:right\">{layer}</td><td style=\"text-align:right\">{value}</td>"
+                        f"<td style=\"width:8em\">{bar}</td></tr>")
+        return (f"<div><b>SteeringVector</b> &middot; model type <code>{html.escape(self.model_type)}</code> "
+                f"&middot; {len(layers)} layers ({_layer_ranges(layers)}) &middot; hidden size {dim}"
+                "<table><thead><tr><th>layer</th><th>explained variance (PC1)</th><th></th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _layer_ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2,5,7-8 (6)'; [] -> '[]'."""
+    if not layers:
+        return "[]"
+    parts, start, prev = [], layers[0], layers[0]
+    for layer in [*layers[1:], None]:
+        if layer is not None and layer == prev + 1:
+            prev = layer
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if layer is not None:
+            start = prev = layer
+    return f"{','.join(parts)} ({len(layers)})"
 
 
 __all__ = ["SteeringVector", "METHODS"]
