@@ -86,8 +86,8 @@ class LeashLayer:
         out = _ops.steer_layer(hidden, state, mask, c_dirs, c_thr, c_codes,
                                self.beh_vecs if behave else None, self.beh_tables if behave else None,
                                self.ooi and behave)
-        if ctx.verbose:
-            self._log(prompt, cond is not None, behave, state)
+        if ctx.verbose:  # only when LeashLayer logging is on: the sims are recomputed for the log
+            self._log(prompt, cond is not None, behave, state, hidden, mask, cond)
         if not behave:
             return None
         if args:
@@ -96,10 +96,36 @@ class LeashLayer:
         kwargs["hidden_states"] = out
         return args, kwargs
 
-    def _log(self, prompt: bool, evaluated: bool, behave: bool, state: torch.Tensor) -> None:
+    def _log(self, prompt: bool, evaluated: bool, behave: bool, state: torch.Tensor,
+             hidden: torch.Tensor | None = None, mask: torch.Tensor | None = None, cond=None) -> None:
+        """One summary line, plus per row and condition: similarity, threshold, comparator, decision.
+
+        The op decides on the device without returning the similarities, so they are
+        recomputed here from the same pooled hidden states (only while logging is on)."""
         msg = f"layer {self.layer_id} ({'prompt' if prompt else 'decode'})"
         if evaluated:
             msg += f": conditions {[j + 1 for j in self.plan.cond_ids]} evaluated, row bitmasks {state.tolist()}"
         if behave:
             msg += f"; behaviours {[k + 1 for k in self.plan.beh_ids]} gated by the row bitmasks"
+        if evaluated and hidden is not None and cond is not None:
+            from .conditions.similarity import condition_met, condition_similarity
+
+            dirs, thresholds, codes = cond
+            h = hidden.detach().to(torch.float32)
+            real = (mask != 0) if mask is not None else torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+            counts = real.sum(1)                                                          # [B]
+            mean = (h * real.unsqueeze(-1)).sum(1) / counts.clamp(min=1).unsqueeze(-1)    # [B, D]
+            last_pos = torch.where(real, torch.arange(h.shape[1], device=h.device), -1).amax(1).clamp(min=0)
+            last = h[torch.arange(h.shape[0], device=h.device), last_pos]                 # [B, D]
+            for k, cid in enumerate(self.plan.cond_ids):
+                bit, smaller, use_last = (int(x) for x in codes[k])
+                pooled = torch.where(counts.unsqueeze(-1) > 0, last if use_last else mean, torch.zeros_like(mean))
+                sims = condition_similarity(pooled, dirs[k])                              # [B]
+                thr = float(thresholds[k])
+                comparator = "smaller" if smaller else "larger"
+                met = condition_met(sims, thr, comparator)
+                for row in range(h.shape[0]):
+                    msg += (f"\n  row {row}: C{cid + 1} similarity {float(sims[row]):.4f} threshold {thr:.4f} "
+                            f"({comparator}: met iff similarity {'>' if smaller else '<'} threshold, "
+                            f"{'last token' if use_last else 'mean'}) -> {'met' if bool(met[row]) else 'not met'}")
         log("LeashLayer", msg)
