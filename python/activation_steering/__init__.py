@@ -10,8 +10,15 @@ which gets only a NullHandler here (see ``GlobalConfig`` for switching output on
 from __future__ import annotations
 
 import logging as _logging
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+
+if TYPE_CHECKING:  # the lazy attributes below, as type checkers should see them
+    from .config import GlobalConfig
+    from .extract import SteeringVector
+    from .malleable_model import MalleableModel
+    from .steering_dataset import SteeringDataset
 
 __all__ = ["MalleableModel", "SteeringDataset", "SteeringVector", "GlobalConfig", "__version__"]
 
@@ -49,7 +56,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'activation_steering' has no attribute {name!r}")

@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import GlobalConfig, log
 from .activations.layers import find_decoder_layers, resolve_layer_ids, unwrap_model
+
+if TYPE_CHECKING:
+    from .steering_dataset import SteeringDataset
 
 METHODS = ("pca_pairwise", "pca_center", "pca_diff")
 
@@ -59,11 +64,17 @@ class SteeringVector:
     explained_variances: dict[int, float]
 
     @classmethod
-    def train(cls, model, tokenizer, steering_dataset, method: str = "pca_pairwise",
-              accumulate_last_x_tokens: int | str = 1, hidden_layer_ids=None, batch_size: int = 32,
-              save_analysis: bool = False, output_dir: str | os.PathLike = "activation_steering_figures",
+    def train(cls, model: Any, tokenizer: Any, steering_dataset: SteeringDataset, method: str = "pca_pairwise",
+              accumulate_last_x_tokens: int | str = 1, hidden_layer_ids: Sequence[int] | None = None,
+              batch_size: int = 32, save_analysis: bool = False,
+              output_dir: str | os.PathLike = "activation_steering_figures",
               ) -> "SteeringVector":
-        """Extract a steering vector from `steering_dataset` (SPEC 3).
+        """Extract a steering vector from `steering_dataset` (RepE-style PCA per layer).
+
+        Reads the residual stream at each decoder layer's input, pools every string over
+        the chosen tokens (float32 `[n_strings, D]` per layer), and keeps the first
+        principal component of the method's rows, signed so that positives project
+        higher than negatives.
 
         Args:
             model: a Hugging Face causal LM or a MalleableModel wrapping one.
@@ -76,6 +87,15 @@ class SteeringVector:
             batch_size: strings per forward (results do not depend on it).
             save_analysis: write PCA scatter plots and a variance-by-layer plot.
             output_dir: where the figures go.
+
+        Returns:
+            A SteeringVector: `directions[layer]` float32 `[D]` unit vectors and
+            `explained_variances[layer]` the PC1 explained-variance ratio in [0, 1].
+
+        Raises:
+            ValueError: unknown `method`, bad `accumulate_last_x_tokens` or `batch_size`,
+                empty dataset, layer ids out of range (checked before the model runs).
+            TypeError: `tokenizer` not callable, `steering_dataset` not a SteeringDataset.
         """
         from . import _core
         from .activations.pooled import capture_pooled

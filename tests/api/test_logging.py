@@ -22,6 +22,21 @@ def run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=True)
 
 
+@pytest.fixture(autouse=True)
+def default_switches():
+    """Each test starts from GlobalConfig's defaults (other tests switch classes on and off)."""
+    from activation_steering.config import GlobalConfig
+
+    saved = dict(GlobalConfig._verbose), dict(GlobalConfig._file_output)
+    GlobalConfig._verbose.clear()
+    GlobalConfig._apply()
+    yield
+    GlobalConfig._verbose.clear()
+    GlobalConfig._verbose.update(saved[0])
+    GlobalConfig._file_output.update(saved[1])
+    GlobalConfig._apply()
+
+
 def test_import_adds_only_a_null_handler_and_prints_nothing(tmp_path):
     out = run("""
         import logging, activation_steering
