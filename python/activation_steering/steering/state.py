@@ -9,14 +9,11 @@ positions in the pass. The per-layer hook that adds behaviours is
 from __future__ import annotations
 
 import inspect
-import logging
 
 import torch
 
 from ..activations.runner import CACHE_ARGUMENTS as _CACHE_ARGS
-from ..config import get_logger, log
-
-_LEASH_LOGGER = get_logger("LeashLayer")
+from ..config import GlobalConfig, log
 
 
 class SteeringState:
@@ -89,8 +86,8 @@ class PromptWatcher:
         ctx.token_mask = mask[:, -width:] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         if ctx.is_prompt:
             ctx.state = torch.zeros(batch, dtype=torch.long, device=x.device)
-        # GlobalConfig's switches set this logger's level; a level set directly counts too
-        ctx.verbose = _LEASH_LOGGER.isEnabledFor(logging.INFO)
+        # plain dict lookups (not Logger.isEnabledFor): torch.compile traces this hook without a graph break
+        ctx.verbose = GlobalConfig.is_verbose("LeashLayer") or GlobalConfig.should_log_to_file("LeashLayer")
         if ctx.verbose:
             log("LeashLayer", f"{'prompt' if ctx.is_prompt else 'decode'} pass: batch {batch}, {width} position(s)")
         return None
