@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_py_typed_is_package_data():
-    assert (ROOT / "python/activation_steering/py.typed").is_file()
+    """py.typed sits in the imported package (source tree or installed) and is declared as package data."""
+    from importlib import resources
+
+    assert resources.files("activation_steering").joinpath("py.typed").is_file()
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "py.typed" in data["activation_steering"]
 
