@@ -261,72 +261,113 @@ def cmd_steer(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- #
 # parser
 # --------------------------------------------------------------------------- #
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="activation_steering", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _prog() -> str:
+    """`activation-steering` when run as the console script, else `python -m activation_steering`."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name.startswith("activation-steering"):
+        return "activation-steering"
+    return "python -m activation_steering"
 
-    p = sub.add_parser("demo", help="CAST demo on the embedded model (the README's main job)")
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstring's layout; every flag's help ends with its default."""
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the command line (every flag documented with its default)."""
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog=prog or _prog(), description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    embedded = "or embedded model name (default: smollm2-135m-instruct)"
+
+    p = sub.add_parser("demo", help="CAST demo on the embedded model (the README's main job)",
+                       formatter_class=_HelpFormatter)
     p.add_argument("--output-dir", default="cast_demo_output", help="where artefacts go (default: %(default)s)")
-    p.add_argument("--ibm-demo-data", metavar="DIR", help="use the reference library's demo data from DIR instead")
-    p.add_argument("--max-new-tokens", type=int, default=0, help="override the generation length")
+    p.add_argument("--ibm-demo-data", metavar="DIR",
+                   help="use the reference library's demo data from DIR instead (default: the project's data)")
+    p.add_argument("--max-new-tokens", type=int, default=0,
+                   help="override the generation length; 0 keeps the demo's own setting (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a steering vector: JSON data -> .svec / .gguf / .safetensors",
+                       formatter_class=_HelpFormatter,
                        description='DATA is JSON: {"examples": [[positive, negative], ...], '
                                    '"suffixes": [[pos_suffix, neg_suffix], ...] or [suffix, ...] or null}.')
-    p.add_argument("--data", required=True, help="JSON data file (see above)")
+    p.add_argument("--data", required=True, help="JSON data file (see above); required")
     p.add_argument("--out", required=True,
-                   help="output file: NAME.svec (JSON; the default, appended when there is no such suffix), "
-                        "NAME.gguf (llama.cpp control vector: --control-vector-scaled NAME.gguf:STRENGTH) or "
-                        "NAME.safetensors")
-    p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
+                   help="output file: NAME.svec (JSON; appended when there is no known suffix), NAME.gguf "
+                        "(llama.cpp control vector: --control-vector-scaled NAME.gguf:STRENGTH) or "
+                        "NAME.safetensors; required")
+    p.add_argument("--model", help=f"local Hugging Face model folder {embedded}")
     p.add_argument("--method", default="pca_pairwise",
                    choices=["pca_pairwise", "pca_center", "pca_diff", "mean_diff", "probe"],
-                   help="extraction method: PCA recipes, mean_diff (CAA) or probe (logistic regression)")
+                   help="how the direction per layer is extracted: a PCA recipe, mean_diff (CAA) or probe "
+                        "(logistic regression) (default: %(default)s)")
     p.add_argument("--raw", action="store_true",
-                   help="mean_diff only: keep the raw mean difference (CAA's magnitude) instead of a unit vector")
+                   help="mean_diff only: keep the raw mean difference (CAA's magnitude) instead of a unit vector "
+                        "(default: off)")
     p.add_argument("--probe-l2", type=float, default=1.0, metavar="L2",
-                   help="probe only: L2 penalty on the weights (scikit-learn's C = 1/L2; default 1.0)")
-    p.add_argument("--probe-standardize", action="store_true", help="probe only: fit on standardised features")
-    p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only")
-    p.add_argument("--layers", type=_int_list, help="layer ids, e.g. '10-15' (default: all)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-suffixes", action="store_true", help="disable suffix expansion")
+                   help="probe only: L2 penalty on the weights, scikit-learn's C = 1/L2 (default: %(default)s)")
+    p.add_argument("--probe-standardize", action="store_true",
+                   help="probe only: fit on standardised features (default: off)")
+    p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only",
+                   help="which tokens are pooled per string: the last K, all, or the suffix only (default: %(default)s)")
+    p.add_argument("--layers", type=_int_list, help="layer ids, e.g. '10-15' or '3,5,7' (default: all layers)")
+    p.add_argument("--batch-size", type=int, default=32, help="strings per forward batch (default: %(default)s)")
+    p.add_argument("--no-suffixes", action="store_true",
+                   help="disable suffix expansion: pairs are used as given (default: off)")
     p.add_argument("--no-chat-template", action="store_true",
-                   help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m)")
-    p.add_argument("--save-analysis", metavar="DIR", help="write PCA figures into DIR")
+                   help="use the raw strings instead of the tokenizer's chat template (default: off)")
+    p.add_argument("--save-analysis", metavar="DIR", help="write PCA figures into DIR (default: none)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("search", help="find the best condition point for a condition vector")
-    p.add_argument("--positive", required=True, help="prompts where the condition should fire (.json list or .txt)")
-    p.add_argument("--negative", required=True, help="prompts where it should not")
-    p.add_argument("--vector", required=True, help="condition vector .svec")
-    p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
-    p.add_argument("--layer-range", type=_int_pair, default=None, metavar="LO,HI")
-    p.add_argument("--max-combine", type=int, default=1)
-    p.add_argument("--threshold-range", type=_pair, default=(0.0, 1.0), metavar="LO,HI")
-    p.add_argument("--threshold-step", type=float, default=0.01)
-    p.add_argument("--mode", choices=["mean", "last"], default="mean")
-    p.add_argument("--exact", action="store_true", help="search all thresholds, not just the grid")
-    p.add_argument("--out", help="write the analysis JSON here")
+    p = sub.add_parser("search", help="find the best condition point for a condition vector",
+                       formatter_class=_HelpFormatter)
+    p.add_argument("--positive", required=True,
+                   help="prompts where the condition should fire (.json list or .txt, one per line); required")
+    p.add_argument("--negative", required=True, help="prompts where it should not (same formats); required")
+    p.add_argument("--vector", required=True, help="condition vector .svec; required")
+    p.add_argument("--model", help=f"local Hugging Face model folder {embedded}")
+    p.add_argument("--layer-range", type=_int_pair, default=None, metavar="LO,HI",
+                   help="layers searched, LO inclusive, HI exclusive (default: every layer)")
+    p.add_argument("--max-combine", type=int, default=1,
+                   help="most layers combined into one condition (default: %(default)s)")
+    p.add_argument("--threshold-range", type=_pair, default=(0.0, 1.0), metavar="LO,HI",
+                   help="threshold grid bounds (default: 0.0,1.0)")
+    p.add_argument("--threshold-step", type=float, default=0.01, help="threshold grid step (default: %(default)s)")
+    p.add_argument("--mode", choices=["mean", "last"], default="mean",
+                   help="pooling of the prompt's hidden states before the similarity (default: %(default)s)")
+    p.add_argument("--exact", action="store_true",
+                   help="search every distinct threshold, not just the grid (default: off)")
+    p.add_argument("--out", help="write the analysis JSON here (default: none)")
     p.add_argument("--no-chat-template", action="store_true",
-                   help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m)")
+                   help="use the prompts as raw text (needed for a model without a chat template, e.g. gemma3-270m) "
+                        "(default: off)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("steer", help="respond to prompts with steering applied (JSON lines out)")
-    p.add_argument("--prompts", required=True, help="prompts (.json list or .txt, one per line)")
-    p.add_argument("--behavior", help="behaviour vector .svec (omit for the unsteered model)")
-    p.add_argument("--layers", type=_int_list, default=list(range(10, 16)), help="behaviour layers (default 10-15)")
-    p.add_argument("--strength", type=float, default=1.0)
-    p.add_argument("--condition", help="condition vector .svec")
-    p.add_argument("--condition-layers", type=_int_list)
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--comparator", choices=["larger", "smaller"], default="larger")
-    p.add_argument("--mode", choices=["mean", "last"], default="mean")
-    p.add_argument("--model", help="local HF model folder or embedded model name (default: smollm2-135m-instruct)")
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=16)
+    p = sub.add_parser("steer", help="respond to prompts with steering applied (JSON lines out)",
+                       formatter_class=_HelpFormatter)
+    p.add_argument("--prompts", required=True, help="prompts (.json list or .txt, one per line); required")
+    p.add_argument("--behavior", help="behaviour vector .svec (default: none, the unsteered model)")
+    p.add_argument("--layers", type=_int_list, default=list(range(10, 16)),
+                   help="behaviour layers, e.g. '10-15' (default: 10-15)")
+    p.add_argument("--strength", type=float, default=1.0, help="behaviour vector strength (default: %(default)s)")
+    p.add_argument("--condition", help="condition vector .svec (default: none, steer unconditionally)")
+    p.add_argument("--condition-layers", type=_int_list,
+                   help="condition layers, e.g. '5' (default: none; required with --condition)")
+    p.add_argument("--threshold", type=float,
+                   help="condition threshold (default: none; required with --condition)")
+    p.add_argument("--comparator", choices=["larger", "smaller"], default="larger",
+                   help="'larger': the condition is met when the similarity is below the threshold; "
+                        "'smaller': above it (default: %(default)s)")
+    p.add_argument("--mode", choices=["mean", "last"], default="mean",
+                   help="pooling of the prompt's hidden states for the condition (default: %(default)s)")
+    p.add_argument("--model", help=f"local Hugging Face model folder {embedded}")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens generated per prompt (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default: %(default)s)")
     p.add_argument("--out", help="JSON lines output file (default: stdout)")
     p.add_argument("--no-chat-template", action="store_true",
                    help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m)")
@@ -339,10 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"activation_steering {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{_prog()} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as exc:
-        print(f"activation_steering {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{_prog()} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -40,11 +40,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import GlobalConfig, log
 from .activations.layers import find_decoder_layers, resolve_layer_ids, unwrap_model
+
+if TYPE_CHECKING:
+    from .steering_dataset import SteeringDataset
+
 
 PCA_METHODS = ("pca_pairwise", "pca_center", "pca_diff")
 METHODS = PCA_METHODS + ("mean_diff", "probe")
@@ -109,12 +115,20 @@ class SteeringVector:
     provenance: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def train(cls, model, tokenizer, steering_dataset, method: str = "pca_pairwise",
-              accumulate_last_x_tokens: int | str = 1, hidden_layer_ids=None, batch_size: int = 32,
-              save_analysis: bool = False, output_dir: str | os.PathLike = "activation_steering_figures",
+    def train(cls, model: Any, tokenizer: Any, steering_dataset: SteeringDataset, method: str = "pca_pairwise",
+              accumulate_last_x_tokens: int | str = 1, hidden_layer_ids: Sequence[int] | None = None,
+              batch_size: int = 32, save_analysis: bool = False,
+              output_dir: str | os.PathLike = "activation_steering_figures",
               normalize: bool = True, probe_l2: float = 1.0, probe_standardize: bool = False,
               ) -> "SteeringVector":
-        """Extract a steering vector from `steering_dataset` (docs/semantics.md, "Extraction").
+        """Extract a steering vector from `steering_dataset` (docs/extraction_methods.md).
+
+        Reads the residual stream each decoder layer returns (its output, i.e.
+        Hugging Face's hidden_states[i+1]; the final-norm output for the last layer),
+        pools every string over the chosen tokens (float32 `[n_strings, D]` per
+        layer), and fits one direction per layer with `method` (PCA recipes after
+        RepE, CAA's mean difference, or a logistic probe), signed so that positives
+        project higher than negatives.
 
         Args:
             model: a Hugging Face causal LM or a MalleableModel wrapping one.
@@ -135,6 +149,17 @@ class SteeringVector:
                 C = 1 / probe_l2; default 1.0 = C 1.0). Used by method="probe" only.
             probe_standardize: fit the probe on standardised features (the direction
                 is still returned in activation space). Used by method="probe" only.
+
+        Returns:
+            A SteeringVector: `directions[layer]` float32 `[D]` (unit vectors unless
+            normalize=False), `explained_variances[layer]` in [0, 1] (PC1's ratio for
+            the PCA methods; docs/extraction_methods.md for the others) and
+            `provenance` (the model, method and pooling it was trained with).
+
+        Raises:
+            ValueError: unknown `method`, normalize=False with a method other than mean_diff, bad `accumulate_last_x_tokens` or `batch_size`,
+                empty dataset, layer ids out of range (checked before the model runs).
+            TypeError: `tokenizer` not callable, `steering_dataset` not a SteeringDataset.
         """
         from . import _core
         from .activations.pooled import pooled_activations
@@ -382,9 +407,47 @@ class SteeringVector:
                 and dict(self.explained_variances) == dict(other.explained_variances))
 
     def __repr__(self) -> str:
-        layers = list(self.directions)
-        dim = len(next(iter(self.directions.values()))) if layers else 0
-        return f"SteeringVector(model_type={self.model_type!r}, layers={layers}, dim={dim})"
+        """Compact: model type, layer ids as ranges, hidden size, e.g.
+        ``SteeringVector(model_type='llama', layers=0-29 (30), hidden_size=576)``."""
+        layers = sorted(self.directions)
+        dim = int(np.asarray(self.directions[layers[0]]).shape[-1]) if layers else 0
+        return f"SteeringVector(model_type={self.model_type!r}, layers={_layer_ranges(layers)}, hidden_size={dim})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter view: model type, layers, hidden size, and PC1 explained variance per layer
+        as a small table with a bar per layer."""
+        import html
+
+        layers = sorted(self.directions)
+        dim = int(np.asarray(self.directions[layers[0]]).shape[-1]) if layers else 0
+        rows = []
+        for layer in layers:
+            ev = self.explained_variances.get(layer)
+            value = "" if ev is None else f"{float(ev):.3f}"
+            width = 0 if ev is None else max(0.0, min(1.0, float(ev))) * 100
+            bar = (f'<div style="background:#4a7ebb;height:0.8em;width:{width:.1f}%;min-width:1px"></div>'
+                   if ev is not None else "")
+            rows.append(f"<tr><td style=\"text-align:right\">{layer}</td><td style=\"text-align:right\">{value}</td>"
+                        f"<td style=\"width:8em\">{bar}</td></tr>")
+        return (f"<div><b>SteeringVector</b> &middot; model type <code>{html.escape(self.model_type)}</code> "
+                f"&middot; {len(layers)} layers ({_layer_ranges(layers)}) &middot; hidden size {dim}"
+                "<table><thead><tr><th>layer</th><th>explained variance (PC1)</th><th></th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _layer_ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2,5,7-8 (6)'; [] -> '[]'."""
+    if not layers:
+        return "[]"
+    parts, start, prev = [], layers[0], layers[0]
+    for layer in [*layers[1:], None]:
+        if layer is not None and layer == prev + 1:
+            prev = layer
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if layer is not None:
+            start = prev = layer
+    return f"{','.join(parts)} ({len(layers)})"
 
 
 __all__ = ["SteeringVector", "METHODS"]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import torch
 
+from .conditions.similarity import condition_met
 from .native import ops as _ops
 from .config import GlobalConfig, log
 from .steering.plan import LayerPlan
@@ -134,8 +135,8 @@ class LeashLayer:
                                self.ooi and behave)
         if evaluate and ctx.record:
             ctx.snapshots[self.layer_id] = state.clone()
-        if ctx.verbose:
-            self._log(True, evaluate, behave, state)
+        if ctx.verbose:  # only when LeashLayer logging is on: the sims are recomputed for the log
+            self._log(True, evaluate, behave, state, hidden, mask)
         if ctx.stop_at == self.layer_id:
             raise StopPrepass
         return out if behave else None
@@ -157,10 +158,27 @@ class LeashLayer:
             self._log(False, False, True, state)
         return out
 
-    def _log(self, prompt: bool, evaluated: bool, behave: bool, state: torch.Tensor) -> None:
+    def _log(self, prompt: bool, evaluated: bool, behave: bool, state: torch.Tensor,
+             hidden: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
+        """One summary line, plus per row and condition: similarity, threshold, comparator, decision.
+
+        The op decides on the device without returning the similarities; while logging
+        is on they are recomputed by the same kernel (the condition_similarity op)."""
         msg = f"layer {self.layer_id} ({'prompt' if prompt else 'decode'})"
         if evaluated:
             msg += f": conditions {[j + 1 for j in self.plan.cond_ids]} evaluated, row bitmasks {state.tolist()}"
         if behave:
             msg += f"; behaviours {[k + 1 for k in self.plan.beh_ids]} gated by the row bitmasks"
+        if evaluated and hidden is not None and self.cond is not None:
+            dirs, thresholds, codes = self.cond
+            sims = _ops.condition_similarity(hidden.detach(), mask, dirs, codes)          # [B, K] float32
+            for k, cid in enumerate(self.plan.cond_ids):
+                _bit, smaller, use_last = (int(x) for x in codes[k])
+                thr = float(thresholds[k])
+                comparator = "smaller" if smaller else "larger"
+                met = condition_met(sims[:, k], thr, comparator)
+                for row in range(sims.shape[0]):
+                    msg += (f"\n  row {row}: C{cid + 1} similarity {float(sims[row, k]):.4f} threshold {thr:.4f} "
+                            f"({comparator}: met iff similarity {'>' if smaller else '<'} threshold, "
+                            f"{'last token' if use_last else 'mean'}) -> {'met' if bool(met[row]) else 'not met'}")
         log("LeashLayer", msg)

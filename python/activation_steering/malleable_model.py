@@ -1,4 +1,4 @@
-"""MalleableModel: steer a Hugging Face causal LM in place (SPEC 4).
+"""MalleableModel: steer a Hugging Face causal LM in place (docs/semantics.md).
 
     mm = MalleableModel(model, tokenizer)
     mm.steer(behavior_vector=v, behavior_layer_ids=[10, 11, 12], behavior_vector_strength=1.5,
@@ -20,6 +20,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +34,9 @@ from .leash_layer import LeashLayer
 from .steering.generation import GenerationGuard, check_prompt_lengths
 from .steering.state import PromptWatcher, SteeringState
 from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
+
+if TYPE_CHECKING:
+    from .extract import SteeringVector
 
 DEFAULT_BEHAVIOR_LAYER_IDS = (10, 11, 12, 13, 14, 15)
 # The attribute of a wrapped model that points at the MalleableModel steering it,
@@ -65,9 +69,19 @@ def _quiet_generation_warnings():
 
 
 class MalleableModel:
-    """A steerable view of a causal LM. See the module docstring and SPEC 4."""
+    """A steerable view of a Hugging Face causal LM (steered in place by forward pre-hooks).
 
-    def __init__(self, model, tokenizer) -> None:
+    Args:
+        model: a Hugging Face causal LM (`torch.nn.Module` with a decoder stack), or a
+            MalleableModel (its model is reused).
+        tokenizer: the model's tokenizer; a pad token is set (to EOS) when it has none.
+
+    Raises:
+        TypeError: `model` is not a torch module, or `tokenizer` is not a tokenizer.
+        ValueError: the model's decoder layers cannot be found (unknown layout).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
         model = unwrap_model(model)
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a Hugging Face causal LM (torch.nn.Module), got {type(model).__name__}")
@@ -88,42 +102,45 @@ class MalleableModel:
     # passthrough
     # ------------------------------------------------------------------ #
     @property
-    def model(self):
+    def model(self) -> torch.nn.Module:
         """The wrapped Hugging Face model (steered in place by hooks)."""
         return self._as_wrapped_model
 
     @property
-    def config(self):
+    def config(self) -> Any:
+        """The wrapped model's Hugging Face config."""
         return self._as_wrapped_model.config
 
     @property
     def device(self) -> torch.device:
         return self._as_wrapped_model.device
 
-    def unwrap(self):
+    def unwrap(self) -> torch.nn.Module:
         """The wrapped model, with every steering hook removed (it then behaves exactly as unwrapped)."""
         self.reset_leash_to_default()
         return self._as_wrapped_model
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped model's forward (steered while steering is installed)."""
         return self._as_wrapped_model(*args, **kwargs)
 
     def __call__(self, *args, **kwargs):
         return self._as_wrapped_model(*args, **kwargs)
 
-    def generate(self, *args, **kwargs):
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
         """The wrapped model's generate; conditions are re-evaluated for every new prompt.
 
         While steered, the wrapped model's own `generate` knows which positions are
         prompt positions however the prompt arrives (steering/generation.py)."""
         return self._as_wrapped_model.generate(*args, **kwargs)
 
-    def to(self, *args, **kwargs) -> "MalleableModel":
+    def to(self, *args: Any, **kwargs: Any) -> "MalleableModel":
         """Move the wrapped model; steering vectors follow each layer lazily on the next forward."""
         self._as_wrapped_model.to(*args, **kwargs)
         return self
 
     def eval(self) -> "MalleableModel":
+        """Put the wrapped model in eval mode; returns self."""
         self._as_wrapped_model.eval()
         return self
 
@@ -149,15 +166,43 @@ class MalleableModel:
         """The compiled plan currently installed (None when unsteered)."""
         return self._plan
 
-    def steer(self, behavior_vector=None, behavior_layer_ids=DEFAULT_BEHAVIOR_LAYER_IDS, behavior_vector_strength=1.0,
-              condition_vector=None, condition_layer_ids=None, condition_vector_threshold=None,
-              condition_comparator_threshold_is="larger", condition_threshold_comparison_mode="mean",
-              use_explained_variance=False, use_ooi_preventive_normalization=False,
-              apply_behavior_on_first_call=True, **kwargs) -> None:
-        """Steer with one behaviour vector, optionally only when one condition is met (SPEC 4).
+    def steer(self, behavior_vector: SteeringVector | None = None,
+              behavior_layer_ids: Sequence[int] = DEFAULT_BEHAVIOR_LAYER_IDS, behavior_vector_strength: float = 1.0,
+              condition_vector: SteeringVector | None = None, condition_layer_ids: Sequence[int] | None = None,
+              condition_vector_threshold: float | None = None, condition_comparator_threshold_is: str = "larger",
+              condition_threshold_comparison_mode: str = "mean", use_explained_variance: bool = False,
+              use_ooi_preventive_normalization: bool = False, apply_behavior_on_first_call: bool = True,
+              **kwargs: Any) -> None:
+        """Steer with one behaviour vector (ActAdd), optionally only when one condition is met (CAST).
+
+        At each behaviour layer's input, `strength * v[layer]` (float `[D]`, in the
+        layer's dtype) is added to the residual stream of every position of the rows
+        whose condition is met. The condition is decided once per prompt, on the
+        prompt pass, from the pooled hidden state `h` at the condition layers:
+        `sim = cos(h, tanh(proj_c h))` (the CAST paper's similarity); "larger" means
+        met when `sim < threshold`, "smaller" when `sim > threshold`.
+
+        Args:
+            behavior_vector: the behaviour SteeringVector; None installs only the condition.
+            behavior_layer_ids: decoder layer ids to steer (negative ids count from the end).
+            behavior_vector_strength: the scale `alpha` (unitless).
+            condition_vector: the condition SteeringVector, or None for unconditional steering.
+            condition_layer_ids: layers whose pooled states are compared (required with a condition).
+            condition_vector_threshold: the similarity threshold (required with a condition).
+            condition_comparator_threshold_is: "larger" or "smaller" (see above).
+            condition_threshold_comparison_mode: pooling over the prompt: "mean" or "last".
+            use_explained_variance: scale each layer's vector by its PC1 explained-variance ratio.
+            use_ooi_preventive_normalization: rescale steered rows whose norm grows (or goes
+                non-finite) back to the unsteered norm.
+            apply_behavior_on_first_call: also steer the prompt pass (True) or only generated tokens.
+
+        Raises:
+            ValueError: a layer id out of range, a vector of the wrong hidden size or
+                missing layers, an unknown comparator or mode, NaN/Inf in a vector.
+            TypeError: an unexpected keyword argument or a wrongly typed one.
 
         Replaces any previous steering. Every argument is validated before any hook
-        changes, so a ValueError/TypeError leaves the model as it was.
+        changes, so an exception leaves the model as it was.
         """
         self._reject_unknown(kwargs, "steer")
         plan = build_steer_plan(
@@ -169,21 +214,43 @@ class MalleableModel:
         if plan.apply_behavior_on_first_call:
             early = plan.early_behavior_layers()  # from the validated plan: nothing after the swap may raise
             if early:
-                # SPEC 4 semantics, but rarely what is wanted: the first reply token comes out unsteered
+                # the documented semantics (docs/semantics.md), but rarely what is wanted: the first reply token comes out unsteered
                 log("MalleableModel", f"note: behaviour layers {early} run before the first condition layer on the "
                     "prompt pass, so there they see the condition as not met and the first generated token is "
                     "produced without them; put the condition at or before the first behaviour layer to steer "
                     "it too")
 
-    def multisteer(self, behavior_vectors, behavior_layer_ids, behavior_vector_strengths, condition_vectors,
-                   condition_layer_ids, condition_vector_thresholds, condition_comparator_threshold_is, rules,
-                   condition_threshold_comparison_modes=None, use_explained_variance=False,
-                   use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True, **kwargs) -> None:
-        """Several behaviours B1..Bm switched by rules over conditions C1..Cn (SPEC 4).
+    def multisteer(self, behavior_vectors: Sequence[SteeringVector], behavior_layer_ids: Sequence[Sequence[int]],
+                   behavior_vector_strengths: Sequence[float], condition_vectors: Sequence[SteeringVector],
+                   condition_layer_ids: Sequence[Sequence[int]], condition_vector_thresholds: Sequence[float],
+                   condition_comparator_threshold_is: Sequence[str], rules: Sequence[str],
+                   condition_threshold_comparison_modes: Sequence[str] | None = None,
+                   use_explained_variance: bool = False, use_ooi_preventive_normalization: bool = False,
+                   apply_behavior_on_first_call: bool = True, **kwargs: Any) -> None:
+        """Several behaviours B1..Bm switched by rules over conditions C1..Cn.
 
         Each rule reads `if <expr> then B<k>` with C<j> combined by and / or / not and
         parentheses; behaviour k is added for a row when any rule targeting it holds
         for that row. Replaces any previous steering; validated before any change.
+
+        Args:
+            behavior_vectors: B1..Bm.
+            behavior_layer_ids: one list of layer ids per behaviour.
+            behavior_vector_strengths: one scale per behaviour.
+            condition_vectors: C1..Cn.
+            condition_layer_ids: one list of layer ids per condition.
+            condition_vector_thresholds: one threshold per condition.
+            condition_comparator_threshold_is: "larger" or "smaller" per condition.
+            rules: e.g. `["if C1 and not (C2 or C3) then B1"]`.
+            condition_threshold_comparison_modes: "mean" or "last" per condition (default all "mean").
+            use_explained_variance: as in `steer`.
+            use_ooi_preventive_normalization: as in `steer`.
+            apply_behavior_on_first_call: as in `steer`.
+
+        Raises:
+            ValueError: mismatched list lengths, a malformed rule or one naming a missing
+                C<j>/B<k>, or any of `steer`'s errors.
+            TypeError: an unexpected keyword argument.
         """
         self._reject_unknown(kwargs, "multisteer")
         plan = build_multisteer_plan(
@@ -201,29 +268,62 @@ class MalleableModel:
         log("MalleableModel", "steering removed")
 
     def find_best_condition_point(self, positive_strings: Sequence[str], negative_strings: Sequence[str],
-                                  condition_vector, layer_range: tuple[int, int] | None = None,
+                                  condition_vector: SteeringVector, layer_range: tuple[int, int] | None = None,
                                   max_layers_to_combine: int = 1, threshold_range: tuple[float, float] = (0.0, 1.0),
                                   threshold_step: float = 0.01, save_analysis: bool = False,
                                   file_path: str | None = None, condition_threshold_comparison_mode: str = "mean",
                                   exact: bool = False, batch_size: int = 32, plot: bool | str = False,
-                                  use_chat_template: bool = True, show_progress: bool | None = None,
-                                  ) -> tuple[list[int], float, str, float]:
-        """Best (layers, threshold, direction, f1) of a condition vector on this model:
-        steering is removed first, strings are formatted as `respond` formats prompts.
-        Arguments as conditions.search.find_best_condition_point (docs/semantics.md)."""
+                                  tokenizer: Any = None, use_chat_template: bool = True,
+                                  show_progress: bool | None = None) -> tuple[list[int], float, str, float]:
+        """Search condition layers, threshold and comparator for the best F1 (the CAST paper's grid search).
+
+        Every prompt runs once through the model (truncated after the deepest layer);
+        the similarities `[n_prompts, n_layers]` float32 then go to the C search over
+        layer combinations x thresholds x the two comparators. Steering installed on
+        this model is removed first.
+
+        Args:
+            positive_strings: prompts where the condition should be met.
+            negative_strings: prompts where it should not.
+            condition_vector: the condition SteeringVector.
+            layer_range: `(lo, hi)`, hi exclusive (default every layer).
+            max_layers_to_combine: combinations of up to this many layers (a prompt is predicted
+                positive when ANY layer of the combination meets the condition).
+            threshold_range: `(lo, hi)` of the threshold grid.
+            threshold_step: grid step (> 0).
+            save_analysis: write the search table and similarities as JSON to `file_path`.
+            file_path: where the analysis JSON goes.
+            condition_threshold_comparison_mode: pooling over the prompt: "mean" or "last".
+            exact: search every distinct threshold, not just the grid.
+            batch_size: prompts per forward batch (results do not depend on it).
+            plot: True, or a path: histograms of the similarities with the threshold marked.
+            tokenizer: override of the model's tokenizer.
+            use_chat_template: format prompts with the chat template.
+            show_progress: a bar over batches (default: when MalleableModel logs verbosely).
+
+        Returns:
+            `(layers, threshold, direction, f1)`: the layer ids, the threshold, "larger"
+            or "smaller", and the F1 on the given prompts in [0, 1].
+
+        Raises:
+            ValueError: empty prompt lists, a bad range or step, too many combinations.
+            TypeError: wrongly typed arguments.
+        """
         from .conditions.search import find_best_condition_point
 
         return find_best_condition_point(
             self, positive_strings, negative_strings, condition_vector, layer_range=layer_range,
             max_layers_to_combine=max_layers_to_combine, threshold_range=threshold_range,
-            threshold_step=threshold_step, save_analysis=save_analysis, file_path=file_path,
+            threshold_step=threshold_step, save_analysis=save_analysis,
+            file_path=file_path,
             condition_threshold_comparison_mode=condition_threshold_comparison_mode, exact=exact,
-            batch_size=batch_size, plot=plot, use_chat_template=use_chat_template, show_progress=show_progress)
+            batch_size=batch_size, plot=plot, tokenizer=tokenizer,
+            use_chat_template=use_chat_template, show_progress=show_progress)
 
     @staticmethod
     def _reject_unknown(kwargs: dict, method: str) -> None:
         if kwargs:
-            raise TypeError(f"{method}() got unexpected keyword argument(s) {sorted(kwargs)}; see SPEC 4 for the "
+            raise TypeError(f"{method}() got unexpected keyword argument(s) {sorted(kwargs)}; see the method's docstring for the "
                             "accepted arguments")
 
     def _install(self, plan: SteeringPlan) -> None:
@@ -286,7 +386,7 @@ class MalleableModel:
         return input_device(self._as_wrapped_model)  # accelerate-offloaded embeddings live on 'meta'
 
     def _generation_settings(self, settings: dict | None) -> dict:
-        """SPEC 4 defaults (greedy, 50 new tokens, repetition penalty 1.1, pad = eos), updated by `settings`."""
+        """respond's defaults (greedy, 50 new tokens, repetition penalty 1.1, pad = eos), updated by `settings`."""
         if settings is not None and not isinstance(settings, dict):
             raise TypeError(f"settings must be a dict of generate() arguments, got {type(settings).__name__}")
         out = {"do_sample": False, "max_new_tokens": 50, "repetition_penalty": 1.1,
@@ -296,9 +396,19 @@ class MalleableModel:
             out["tokenizer"] = self.tokenizer  # generate needs it to match stop strings
         return out
 
-    def respond(self, prompt: str, settings: dict | None = None, use_chat_template: bool = True,
+    def respond(self, prompt: str, settings: dict[str, Any] | None = None, use_chat_template: bool = True,
                 reset_after_response: bool = True) -> str:
         """Generate a reply to `prompt`; returns the decoded continuation only.
+
+        Args:
+            prompt: the user message.
+            settings: `generate` keyword arguments (default: greedy, `max_new_tokens`
+                50, `repetition_penalty` 1.1).
+            use_chat_template: format with the tokenizer's chat template.
+            reset_after_response: drop the per-row condition state afterwards.
+
+        Returns:
+            The generated text (prompt excluded, special tokens skipped).
 
         The prompt is formatted with the chat template (add_generation_prompt=True)
         unless use_chat_template=False. Conditions are evaluated afresh for every
@@ -316,13 +426,13 @@ class MalleableModel:
                 self._ctx.reset()
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def respond_batch_sequential(self, prompts: Sequence[str], settings: dict | None = None,
+    def respond_batch_sequential(self, prompts: Sequence[str], settings: dict[str, Any] | None = None,
                                  use_chat_template: bool = True) -> list[str]:
         """`respond` on each prompt in turn."""
         prompts = self._check_prompts(prompts)
         return [self.respond(p, settings=settings, use_chat_template=use_chat_template) for p in prompts]
 
-    def respond_batch(self, prompts: Sequence[str], settings: dict | None = None, use_chat_template: bool = True,
+    def respond_batch(self, prompts: Sequence[str], settings: dict[str, Any] | None = None, use_chat_template: bool = True,
                       batch_size: int = 16, show_progress: bool = False) -> list[str]:
         """Truly batched `respond`: same texts as `respond_batch_sequential` for greedy settings.
 

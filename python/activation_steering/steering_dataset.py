@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._args import check_flag
 from .config import log
@@ -170,6 +171,26 @@ def _check_system_message(system_message) -> tuple[str, str] | None:
 class SteeringDataset:
     """Formatted contrastive pairs for `SteeringVector.train`.
 
+    Each side is cleaned (special-token strings inside user text are broken up so
+    they cannot inject special tokens), rendered as a one-turn user message with the
+    chat template, and, unless suffixes are disabled, followed by each suffix pair
+    (suffix-major order: for each suffix, every example).
+
+    Args:
+        tokenizer: the model's Hugging Face tokenizer (needs a chat template when
+            `use_chat_template`).
+        examples: `[(positive, negative), ...]` strings.
+        suffixes: `[(positive_suffix, negative_suffix), ...]` or `[suffix, ...]`
+            (the same on both sides); None: the built-in default suffixes.
+        disable_suffixes: use the examples as given, with no suffixes.
+        use_chat_template: render with the chat template (else raw strings).
+        system_message: `(positive_system, negative_system)` prepended as a system turn.
+
+    Raises:
+        ValueError: empty or malformed examples or suffixes, a tokenizer without a chat
+            template, or `system_message` without the chat template.
+        TypeError: no tokenizer, or a flag that is not a bool.
+
     Attributes:
         formatted_dataset: list[ContrastivePair] in suffix-major order (for each
             suffix, every example).
@@ -179,8 +200,9 @@ class SteeringDataset:
             tokenized without adding special tokens again).
     """
 
-    def __init__(self, tokenizer, examples, suffixes=None, disable_suffixes: bool = False,
-                 use_chat_template: bool = True, system_message=None):
+    def __init__(self, tokenizer: Any, examples: Sequence[tuple[str, str]],
+                 suffixes: Sequence[tuple[str, str]] | Sequence[str] | None = None, disable_suffixes: bool = False,
+                 use_chat_template: bool = True, system_message: tuple[str, str] | None = None) -> None:
         if tokenizer is None or not callable(tokenizer):
             # never advise dropping the tokenizer: it is also what cleans special tokens out of the examples
             raise TypeError(f"tokenizer must be the model's Hugging Face tokenizer, got {type(tokenizer).__name__}: "

@@ -497,6 +497,12 @@ def test_leash_layer_logging():
         text = "\n".join(collect.messages)
         assert "prompt pass: batch 1" in text and "decode pass" in text
         assert "layer 1 (prompt): conditions [1] evaluated, row bitmasks [1]" in text
+        # per row: the similarity, the threshold and the decision, consistent with the op's bitmask
+        from activation_steering.activations.layers import find_decoder_layers  # noqa: F401
+        import re
+        rows = re.findall(r"row 0: C1 similarity (-?[0-9.]+) threshold 1.0000 \(larger: met iff similarity < "
+                          r"threshold, mean\) -> (met|not met)", text)
+        assert rows and all(float(sim) < 1.0 and decision == "met" for sim, decision in rows), text
         n = len(collect.messages)
         mm.respond("hi", settings={"max_new_tokens": 2})  # off by default: nothing logged
         assert len(collect.messages) == n

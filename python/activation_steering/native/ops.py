@@ -12,16 +12,11 @@ import torch
 
 from ..oracles import ops as _reference
 
-REBUILD_HINT = "rebuild with `make build` (or `python setup.py build_ext --inplace`) against the installed torch"
+from . import build as _build
 
-try:
-    from .. import _torch_ops  # noqa: F401  (loading it registers the ops)
-
-    HAVE_COMPILED_OPS = True
-    _LOAD_ERROR: Exception | None = None
-except ImportError as exc:  # pragma: no cover - exercised only on a broken build
-    HAVE_COMPILED_OPS = False
-    _LOAD_ERROR = exc
+# The prebuilt development module, else the library compiled at first use for this
+# torch (native/build.py); the reason when neither is possible.
+HAVE_COMPILED_OPS, _LOAD_ERROR = _build.load_ops()
 
 _warned = False
 
@@ -31,8 +26,7 @@ def _warn_fallback() -> None:
     if not _warned:
         _warned = True
         warnings.warn(
-            f"activation_steering: compiled ATen ops unavailable ({_LOAD_ERROR}); using the pure-torch "
-            f"reference ops, which are slower. Fix: {REBUILD_HINT}.",
+            _build.fallback_message(_LOAD_ERROR),
             RuntimeWarning,
             stacklevel=3,
         )

@@ -198,6 +198,7 @@ class PromptWatcher:
             self._prepass(x, batch, width, session)
         else:
             self._session_pass(x, batch, width, cache, session)
+        # plain dict lookups (not Logger.isEnabledFor): torch.compile traces this hook without a graph break
         ctx.verbose = GlobalConfig.is_verbose("LeashLayer") or GlobalConfig.should_log_to_file("LeashLayer")
         if ctx.verbose:
             kind = "prompt" if ctx.n_prompt == width else "decode" if ctx.n_prompt == 0 else "mixed"
