@@ -370,7 +370,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default: %(default)s)")
     p.add_argument("--out", help="JSON lines output file (default: stdout)")
     p.add_argument("--no-chat-template", action="store_true",
-                   help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m)")
+                   help="use the text as is (needed for a model without a chat template, e.g. gemma3-270m) "
+                        "(default: off)")
     p.set_defaults(func=cmd_steer)
     return parser
 

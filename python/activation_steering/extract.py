@@ -368,7 +368,7 @@ class SteeringVector:
             return NotImplemented
         return algebra.divide(self, algebra.check_scalar(k, "SteeringVector / k"))
 
-    def layers(self, layer_ids) -> "SteeringVector":
+    def layers(self, layer_ids: Sequence[int]) -> "SteeringVector":
         """The vector restricted to `layer_ids`, in that order (KeyError naming a missing layer)."""
         from .vectors import algebra
 
@@ -390,7 +390,7 @@ class SteeringVector:
 
         return algebra.normalized(self)
 
-    def to(self, dtype) -> "SteeringVector":
+    def to(self, dtype: Any) -> "SteeringVector":
         """Directions cast to a float dtype (numpy or torch, e.g. np.float16, torch.float64)."""
         from .vectors import algebra
 
