@@ -224,8 +224,9 @@ class SteeringVector:
                 if save_analysis:
                     proj, explained = _analysis_projections(_core, pooled, dirs, ev)
         except (ValueError, RuntimeError) as exc:  # the core's error record: index = the failing layer's position
-            if 0 <= getattr(exc, "index", -1) < len(layer_ids):
-                raise type(exc)(f"SteeringVector.train: layer {layer_ids[exc.index]}: {exc.reason}") from None
+            index: int = getattr(exc, "index", -1)
+            if 0 <= index < len(layer_ids):
+                raise type(exc)(f"SteeringVector.train: layer {layer_ids[index]}: {getattr(exc, 'reason', exc)}") from None
             raise
         directions = {lid: comps[j, 0].copy() for j, lid in enumerate(layer_ids)}
         variances = {lid: float(explained[j, 0]) for j, lid in enumerate(layer_ids)}
