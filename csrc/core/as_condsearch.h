@@ -1,12 +1,12 @@
 /*
- * as_condsearch.h — the find_best_condition_point search (SPEC 4), grid and exact.
+ * as_condsearch.h — the find_best_condition_point search (docs/semantics.md), grid and exact.
  *
  * Input: a similarity matrix sims[n_strings, n_layers] (double; sims[s, l] is the
  * condition similarity of string s at the l-th layer of the searched range) and
  * labels[n_strings] (1 = positive string, 0 = negative). Columns are addressed
  * by their index 0..n_layers-1; the caller maps them to model layer ids.
  *
- * Candidates (SPEC 4):
+ * Candidates (docs/semantics.md):
  *   - every combination of 1..max_combine columns, enumerated by size, then in
  *     lexicographic order within a size (Python's itertools.combinations order);
  *     the rank of a combination in that enumeration is its "combo index";
@@ -87,7 +87,7 @@ as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int6
  *   sims[n_strings, n_layers]   finite doubles
  *   labels[n_strings]           0 or 1 (anything else: AS_ERR_INVALID_ARG)
  *   thresholds[n_thresholds]    finite, non-decreasing, 1 <= n_thresholds < 2^31
- *   best                        out: the first best candidate in SPEC 4 order. When
+ *   best                        out: the first best candidate in the documented order. When
  *                               every candidate scores 0 it is the very first one
  *                               (combination 0, threshold 0, LARGER).
  *   best_cols[max_combine]      out: the winning columns, ascending, in the first

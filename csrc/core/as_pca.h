@@ -1,5 +1,5 @@
 /*
- * as_pca.h — steering-vector PCA (SPEC 3): pca_pairwise / pca_center / pca_diff.
+ * as_pca.h — steering-vector PCA (docs/extraction_methods.md): pca_pairwise / pca_center / pca_diff.
  *
  * Input: the pooled activations of one layer, P contrastive pairs stored as
  * rows[2P, D] float32 with rows interleaved positive, negative, positive, ...
@@ -18,7 +18,7 @@
  *    explained_variance_ratio_ (the ddof cancels in the ratio).
  * 3. Signs. Every component is first put in a canonical sign: its entry of
  *    largest magnitude (the first such entry on ties) is positive. Component 0 then
- *    gets the SPEC sign rule, applied to the float32 direction c that is returned:
+ *    gets the pair sign rule, applied to the float32 direction c that is returned:
  *    proj(r) = sum_i r_i c_i (double, over the ORIGINAL rows); with G = #pairs where
  *    proj(p) > proj(n) and S = #pairs where proj(p) < proj(n), c is negated iff S > G.
  * 4. Optional projections[2P, k] (for the analysis scatter, sklearn's transform):

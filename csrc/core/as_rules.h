@@ -1,7 +1,7 @@
 /*
  * as_rules.h — the multisteer rule compiler: rules -> per-behaviour truth tables.
  *
- * A rule reads `if <expr> then B<k>` (SPEC 4, multisteer). Grammar, keywords and
+ * A rule reads `if <expr> then B<k>` (multisteer; docs/semantics.md). Grammar, keywords and
  * operands case-insensitive, words separated by white space or parentheses:
  *
  *     rule    := 'if' expr 'then' B<k>

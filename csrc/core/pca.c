@@ -19,7 +19,7 @@ static int valid_method(as_pca_method method) {
     return method == AS_PCA_PAIRWISE || method == AS_PCA_CENTER || method == AS_PCA_DIFF;
 }
 
-/* Training matrix of SPEC 3 in double: rows[2P, d] -> x[m, d]; returns m.
+/* Training matrix (docs/extraction_methods.md) in double: rows[2P, d] -> x[m, d]; returns m.
  * mean[d] is scratch (used by AS_PCA_CENTER). */
 static int64_t build_training(const float *rows, int64_t n_pairs, int64_t d, as_pca_method method, double *x,
                               double *mean) {
@@ -73,7 +73,7 @@ static double dot_fd(const float *r, const float *c, int64_t d) {
     return s;
 }
 
-/* SPEC sign rule on c[d]: negate iff more pairs have proj(p) < proj(n) than >. */
+/* pair sign rule on c[d]: negate iff more pairs have proj(p) < proj(n) than >. */
 static void spec_sign(const float *rows, int64_t n_pairs, int64_t d, float *c) {
     int64_t greater = 0, smaller = 0;
     for (int64_t p = 0; p < n_pairs; p++) {

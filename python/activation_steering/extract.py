@@ -1,4 +1,4 @@
-"""SteeringVector: extraction of per-layer steering directions (SPEC 3).
+"""SteeringVector: extraction of per-layer steering directions (docs/extraction_methods.md).
 
     from activation_steering import SteeringDataset, SteeringVector
     vec = SteeringVector.train(model, tokenizer, SteeringDataset(tokenizer, pairs))

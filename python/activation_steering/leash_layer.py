@@ -42,7 +42,7 @@ from .steering.state import SteeringState, StopPrepass
 
 
 class LeashLayer:
-    """Forward pre-hook of one steered decoder layer (the SPEC's LeashLayer).
+    """Forward pre-hook of one steered decoder layer (the name the reference API logs under).
 
     Holds the layer's plan materialised on the layer's device and dtype: condition
     directions/thresholds/codes (float32), behaviour vectors and truth tables

@@ -1,5 +1,5 @@
-"""MalleableModel steering (SPEC 4) against an independent, deliberately simple
-batch-1 implementation of SPEC 4 written here: plain Python pre-hooks on every
+"""MalleableModel steering (docs/semantics.md) against an independent, deliberately simple
+batch-1 implementation of the semantics (docs/semantics.md) written here: plain Python pre-hooks on every
 decoder layer, a manual greedy loop (one prompt pass, then one token per step
 through the KV cache), conditions evaluated with `similarity` directly, rules
 evaluated with Python's own `and`/`or`/`not`. Our runtime (C plan, truth tables,
@@ -41,11 +41,11 @@ def one_thread():
 
 
 # --------------------------------------------------------------------------- #
-# The simple implementation of SPEC 4 (batch 1)
+# The simple implementation of docs/semantics.md (batch 1)
 # --------------------------------------------------------------------------- #
 def simple_respond(model, tok, prompt, behaviors=(), conditions=(), rules=None, ooi=False, apply_first=True,
                    use_chat_template=True, max_new=MAX_NEW, penalty=1.1):
-    """Greedy reply to one prompt, steered as SPEC 4 says.
+    """Greedy reply to one prompt, steered as docs/semantics.md says.
 
     behaviors:  [(strength, vector, layers, use_evr)]
     conditions: [dict(vector, layers, threshold, comparator, mode)]
@@ -532,7 +532,7 @@ def test_model_split_across_devices_matches_single_device():
 
 
 # --------------------------------------------------------------------------- #
-# SPEC 6: bad arguments raise before anything changes
+# Bad input: bad arguments raise before anything changes
 # --------------------------------------------------------------------------- #
 def _bad_cases():
     good_b, good_c = unit_vectors(1), unit_vectors(2)
@@ -603,7 +603,7 @@ def test_bad_arguments_raise_and_leave_model_unchanged(method, kwargs, exc, matc
 
 
 def test_steer_notes_behaviour_layers_before_the_condition(monkeypatch):
-    """A condition read after some behaviour layers leaves them unsteered on the prompt pass (SPEC 4):
+    """A condition read after some behaviour layers leaves them unsteered on the prompt pass (docs/semantics.md):
     steer() says so in the MalleableModel log, and stays quiet when the condition comes first."""
     from activation_steering import malleable_model
 

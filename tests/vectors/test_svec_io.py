@@ -1,4 +1,4 @@
-"""The .svec format (SPEC 3): interop JSON, exact float32 round trip, clear errors naming the file."""
+"""The .svec format (docs/formats.md): interop JSON, exact float32 round trip, clear errors naming the file."""
 import json
 
 import numpy as np

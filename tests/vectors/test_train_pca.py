@@ -31,7 +31,7 @@ def test_matches_numpy_full_svd(method, n_pairs, d):
     ref, ref_ev, mean = reference_pca(rows, method)
     assert comps.dtype == np.float32 and comps.shape == (2, d) and ev.shape == (2,) and proj.shape == (2 * n_pairs, 2)
     assert abs(np.linalg.norm(comps[0].astype(np.float64)) - 1) < 1e-6
-    assert float(np.dot(comps[0], ref[0])) >= 0.99999          # same direction AND same SPEC sign
+    assert float(np.dot(comps[0], ref[0])) >= 0.99999          # same direction AND same pair sign rule
     assert abs(ev[0] - ref_ev[0]) <= 1e-5
     if d > 2 and ref_ev[1] > 1e-6:
         assert float(np.dot(comps[1], ref[1])) >= 0.9999       # canonical sign, next component

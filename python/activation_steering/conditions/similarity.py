@@ -1,6 +1,6 @@
 """The CAST condition similarity — the one definition the whole package uses.
 
-For a pooled hidden state h[D] and a condition direction c[D] (SPEC 4):
+For a pooled hidden state h[D] and a condition direction c[D] (docs/semantics.md):
 
     proj = tanh(c * (c . h) / (c . c))
     sim  = cos(h, proj)

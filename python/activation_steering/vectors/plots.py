@@ -1,4 +1,4 @@
-"""`save_analysis=True` figures of SteeringVector.train (SPEC 3).
+"""`save_analysis=True` figures of SteeringVector.train (docs/extraction_methods.md).
 
 One scatter per layer of every pooled row projected on the layer's first two
 principal components (positives vs negatives) — ``pca_layer_<id>.png`` — and one
