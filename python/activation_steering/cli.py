@@ -204,10 +204,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = vector.save(out_path)
+        try:
+            out = vector.save(out_path)
+        except OSError as exc:  # e.g. a read-only or virtual file system the up-front check could not see
+            raise InputError(f"--out {out_path}: cannot write: {exc.strerror or exc}") from None
+        written = len(SteeringVector.load(out).directions)  # a .gguf cannot hold layers 0 and 1
     for w in caught:
         print(f"activation_steering train: warning: {w.message}", file=sys.stderr)
-    print(f"wrote {out} ({out_format}): {len(vector.directions)} layers, {len(dataset.formatted_dataset)} pairs")
+    print(f"wrote {out} ({out_format}): {written} layers, {len(dataset.formatted_dataset)} pairs")
     return 0
 
 
@@ -295,7 +299,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a steering vector: JSON data -> .svec / .gguf / .safetensors",
                        formatter_class=_HelpFormatter,
                        description='DATA is JSON: {"examples": [[positive, negative], ...], '
-                                   '"suffixes": [[pos_suffix, neg_suffix], ...] or [suffix, ...] or null}.')
+                                   '"suffixes": [[pos_suffix, neg_suffix], ...] or [suffix, ...] or null}; null (or no '
+                                   '"suffixes") means the built-in default suffixes: pass --no-suffixes for none.')
     p.add_argument("--data", required=True, help="JSON data file (see above); required")
     p.add_argument("--out", required=True,
                    help="output file: NAME.svec (JSON; appended when there is no known suffix), NAME.gguf "

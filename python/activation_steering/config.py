@@ -27,6 +27,7 @@ What this module is not: a place for other settings, or a wrapper around
 """
 from __future__ import annotations
 
+
 import contextlib
 import datetime as _dt
 import logging
@@ -35,6 +36,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
+
+from ._args import check_flag
 
 LOGGER_NAME = "activation_steering"
 CLASS_NAMES = ("global", "LeashLayer", "MalleableModel", "SteeringVector", "SteeringDataset")
@@ -165,7 +168,7 @@ class GlobalConfig:
         Raises:
             ValueError: unknown `class_name`.
         """
-        cls._verbose[cls._check(class_name)] = bool(verbose)
+        cls._verbose[cls._check(class_name)] = check_flag(verbose, "verbose")
         cls._apply()
         if verbose and cls._console is None:
             logger = logging.getLogger(logger_name(class_name))
@@ -196,7 +199,7 @@ class GlobalConfig:
         Raises:
             ValueError: unknown `class_name`.
         """
-        cls._file_output[cls._check(class_name)] = bool(enabled)
+        cls._file_output[cls._check(class_name)] = check_flag(enabled, "enabled")
         old = cls._file_handlers.pop(class_name, None)
         logger = logging.getLogger(logger_name(class_name))
         if old is not None:

@@ -452,6 +452,7 @@ class MalleableModel:
         respond uses for it (a seeded batch does not repeat sequential draws).
         `show_progress` shows a bar over prompts.
         """
+        check_flag(show_progress, "show_progress")
         prompts = self._check_prompts(prompts)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

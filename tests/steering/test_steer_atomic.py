@@ -126,3 +126,15 @@ def test_steering_dataset_refuses_non_bool_flags():
         SteeringDataset(fresh_tokenizer(), [("a", "b")], use_chat_template="no")
     with pytest.raises(TypeError, match="disable_suffixes"):
         SteeringDataset(fresh_tokenizer(), [("a", "b")], disable_suffixes=1)
+
+
+def test_global_config_and_show_progress_refuse_non_bool():
+    from activation_steering import GlobalConfig
+
+    with pytest.raises(TypeError, match="verbose"):
+        GlobalConfig.set_verbose("yes")
+    with pytest.raises(TypeError, match="enabled"):
+        GlobalConfig.set_file_output("yes", class_name="LeashLayer")
+    mm = MalleableModel(make_model("llama"), fresh_tokenizer())
+    with pytest.raises(TypeError, match="show_progress"):
+        mm.respond_batch(["hello"], show_progress="yes")

@@ -52,3 +52,34 @@ def test_unwritable_out_fails_before_training(model_dir, data, tmp_path, capsys)
     (tmp_path / "adir.svec").mkdir()
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "adir.svec"), "--model", "/nonexistent"]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_train_reports_the_layers_the_gguf_holds_and_unwritable_out_exits_2(tmp_path, monkeypatch, capsys):
+    """A .gguf cannot hold layers 0 and 1: the summary counts what the file holds. A write that
+    fails after the up-front check (e.g. a virtual file system) is a one-line error, exit 2."""
+    import json
+
+    from activation_steering import cli
+    from activation_steering.extract import SteeringVector
+
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps({"examples": [["I love it", "I hate it"], ["Great day", "Awful day"]]}))
+    model_dir = tmp_path / "model"
+    from tiny_models import fresh_tokenizer, make_model
+
+    make_model("llama").save_pretrained(model_dir)
+    fresh_tokenizer().save_pretrained(model_dir)
+    out = tmp_path / "v.gguf"
+    rc = cli.main(["train", "--data", str(data), "--out", str(out), "--model", str(model_dir), "--no-suffixes"])
+    assert rc == 0
+    held = len(SteeringVector.load(out).directions)
+    assert held == 2                                                   # tiny llama: 4 layers, 0 and 1 dropped
+    assert f": {held} layers" in capsys.readouterr().out
+
+    def fail(*_a, **_k):
+        raise PermissionError(30, "Read-only file system")
+    monkeypatch.setattr(SteeringVector, "save", fail)
+    rc = cli.main(["train", "--data", str(data), "--out", str(tmp_path / "w.svec"), "--model", str(model_dir),
+                   "--no-suffixes"])
+    assert rc == 2
+    assert "cannot write" in capsys.readouterr().err

@@ -223,7 +223,7 @@ def read_gguf(path: str | os.PathLike, n_layers: int | None = None
                       f"{['direction.%d' % k for k in sorted(by_k)]}")
     if n_layers is None:
         n_layers = prov.get("n_layers")
-    if n_layers is None:
+    if n_layers is None and not ours:  # our files list their layers: no guessing from the count
         count = meta.get(KEY_LAYER_COUNT)
         if isinstance(count, int) and not isinstance(count, bool) and sorted(by_k) == list(range(1, count + 1)):
             n_layers = count + 1  # cvector-generator / repeng: direction.1 .. direction.(L-1)
