@@ -1,3 +1,4 @@
+"""GGUF files this package writes read back with every layer they hold."""
 
 
 def test_our_file_without_provenance_keeps_every_layer(tmp_path):
