@@ -209,7 +209,8 @@ class MalleableModel:
             self.n_layers, hidden_size(self._as_wrapped_model), behavior_vector, behavior_layer_ids,
             behavior_vector_strength, condition_vector, condition_layer_ids, condition_vector_threshold,
             condition_comparator_threshold_is, condition_threshold_comparison_mode, use_explained_variance,
-            use_ooi_preventive_normalization, apply_behavior_on_first_call)
+            use_ooi_preventive_normalization, apply_behavior_on_first_call,
+            config=getattr(self._as_wrapped_model, "config", None))
         self._install(plan)
         if plan.apply_behavior_on_first_call:
             early = plan.early_behavior_layers()  # from the validated plan: nothing after the swap may raise
@@ -257,7 +258,8 @@ class MalleableModel:
             self.n_layers, hidden_size(self._as_wrapped_model), behavior_vectors, behavior_layer_ids,
             behavior_vector_strengths, condition_vectors, condition_layer_ids, condition_vector_thresholds,
             condition_comparator_threshold_is, rules, condition_threshold_comparison_modes, use_explained_variance,
-            use_ooi_preventive_normalization, apply_behavior_on_first_call)
+            use_ooi_preventive_normalization, apply_behavior_on_first_call,
+            config=getattr(self._as_wrapped_model, "config", None))
         self._install(plan)
 
     def reset_leash_to_default(self) -> None:

@@ -198,11 +198,11 @@ def _evr_value(value, name: str, key) -> float:
 # Compilation: one core call, then slicing its per-layer tables
 # --------------------------------------------------------------------------- #
 def _compile(n_layers: int, hidden_size: int, behaviors: list[_Item | None], conditions: list[_Item],
-             tables: np.ndarray | None, ooi: bool, apply_first: bool) -> SteeringPlan:
+             tables: np.ndarray | None, ooi: bool, apply_first: bool, config=None) -> SteeringPlan:
     t = _core.plan_compile(n_layers, hidden_size, [None if b is None else b.as_core_tuple() for b in behaviors],
                            [c.as_core_tuple() for c in conditions], tables)
     for item in [b for b in behaviors if b is not None] + conditions:  # trained-on model vs this one (warnings)
-        check_vector_matches(item.vector, item.name, n_layers, hidden_size)
+        check_vector_matches(item.vector, item.name, n_layers, hidden_size, config)
     co, bo = t["cond_offsets"], t["beh_offsets"]
     cond_rows, beh_rows = torch.from_numpy(t["cond_rows"]), torch.from_numpy(t["beh_rows"])
     layers: dict[int, LayerPlan] = {}
@@ -228,7 +228,8 @@ def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, beha
                      behavior_vector_strength=1.0, condition_vector=None, condition_layer_ids=None,
                      condition_vector_threshold=None, condition_comparator_threshold_is="larger",
                      condition_threshold_comparison_mode="mean", use_explained_variance=False,
-                     use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True) -> SteeringPlan:
+                     use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True,
+                     config=None) -> SteeringPlan:
     """The plan of `MalleableModel.steer`; raises on any bad argument, before anything changes."""
     ev = _check_bool(use_explained_variance, "use_explained_variance")
     ooi = _check_bool(use_ooi_preventive_normalization, "use_ooi_preventive_normalization")
@@ -251,14 +252,15 @@ def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, beha
                             "condition_vector", "condition_layer_ids", "condition_vector_threshold",
                             smaller=cmp_ == "smaller", last=mode == "last")]
     tables = np.array([[0, 1]], dtype=np.uint8) if conditions else None  # "if C1 then B1"
-    return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first)
+    return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first, config)
 
 
 def build_multisteer_plan(n_layers: int, hidden_size: int, behavior_vectors, behavior_layer_ids,
                           behavior_vector_strengths, condition_vectors, condition_layer_ids,
                           condition_vector_thresholds, condition_comparator_threshold_is, rules,
                           condition_threshold_comparison_modes=None, use_explained_variance=False,
-                          use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True) -> SteeringPlan:
+                          use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True,
+                          config=None) -> SteeringPlan:
     """The plan of `MalleableModel.multisteer`; raises on any bad argument, before anything changes."""
     ev = _check_bool(use_explained_variance, "use_explained_variance")
     ooi = _check_bool(use_ooi_preventive_normalization, "use_ooi_preventive_normalization")
@@ -298,4 +300,4 @@ def build_multisteer_plan(n_layers: int, hidden_size: int, behavior_vectors, beh
                                 f"condition_vectors[{j}]", f"condition_layer_ids[{j}]",
                                 f"condition_vector_thresholds[{j}]", smaller=cmp_ == "smaller", last=mode == "last"))
     tables = _core.rules_compile(rule_list, len(conditions), len(behaviors))
-    return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first)
+    return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first, config)

@@ -147,8 +147,9 @@ def check_vector_matches(vector, name: str, n_layers: int, hidden_size: int, con
                 diffs.append("config: the vector's config hash differs from this model's (another checkpoint "
                              "or a modified config)")
     if diffs:
-        warnings.warn(f"{name} was trained on {trained}, which differs from the model being steered ("
-                      + "; ".join(diffs) + "); steering may not mean what it meant there", UserWarning,
+        warnings.warn(f"{name} does not match the model being steered ("
+                      + "; ".join(diffs) + f"; it was trained on {trained}): steering may not mean what it "
+                      "meant there", UserWarning,
                       stacklevel=3)
 
 
