@@ -79,6 +79,12 @@ as_status as_pca_fit_layers(const float *rows, int64_t n_layers, int64_t n_pairs
                             int n_components, float *components, double *explained, double *projections,
                             as_error_t *err);
 
+/* The pair sign rule shared by every extraction method: project each row of
+ * rows[2P, d] (pos, neg, pos, neg, ...) onto c[d] in double; if more pairs have
+ * proj(positive) < proj(negative) than >, negate c in place. Returns 1 when it
+ * negated, else 0. Never fails. */
+int as_pair_sign(const float *rows, int64_t n_pairs, int64_t d, float *c);
+
 #ifdef __cplusplus
 }
 #endif

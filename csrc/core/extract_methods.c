@@ -44,25 +44,6 @@ static const char *const OUT_OF_MEMORY = "out of memory";
 
 static int fits_blasint(int64_t v) { return v >= 1 && v <= INT_MAX; }
 
-static double dot_fd(const float *r, const float *c, int64_t d) {
-    double s = 0.0;
-    for (int64_t i = 0; i < d; i++) s += (double)r[i] * (double)c[i];
-    return s;
-}
-
-/* The pair rule on c[d] (as in pca.c): negate iff more pairs have
- * proj(positive) < proj(negative) than >. Returns 1 when it negated. */
-static int pair_sign(const float *rows, int64_t n_pairs, int64_t d, float *c) {
-    int64_t greater = 0, smaller = 0;
-    for (int64_t p = 0; p < n_pairs; p++) {
-        double pp = dot_fd(rows + (2 * p) * d, c, d), pn = dot_fd(rows + (2 * p + 1) * d, c, d);
-        if (pp > pn) greater++;
-        else if (pp < pn) smaller++;
-    }
-    if (smaller <= greater) return 0;
-    for (int64_t i = 0; i < d; i++) c[i] = -c[i];
-    return 1;
-}
 
 /* sum_p (d_p . c)^2 / (|c|^2 sum_p |d_p|^2), clamped to [0, 1], for the
  * double-precision direction c (before its float32 rounding, so that the value
@@ -120,7 +101,7 @@ static as_status fit_mean_diff(const float *rows, int64_t n_pairs, int64_t d, in
         c[i] = normalize ? (float)(m[i] / norm) : (float)m[i];
         if (!isfinite(c[i])) { *detail = RAW_OVERFLOW; st = AS_ERR_NONFINITE; goto done; }
     }
-    int flipped = pair_sign(rows, n_pairs, d, c);
+    int flipped = as_pair_sign(rows, n_pairs, d, c);
     *expl = explained_along(rows, n_pairs, d, m);
     info->weight_scale = (normalize ? norm : 1.0) * (flipped ? -1.0 : 1.0);
     info->intercept = 0.0;
@@ -401,7 +382,7 @@ static as_status fit_probe(const float *rows, int64_t n_pairs, int64_t d, const 
     if (!(norm2 > 0.0)) { *detail = PROBE_ZERO; st = AS_ERR_INVALID_ARG; goto done; }
     const double norm = sqrt(norm2);
     for (int64_t j = 0; j < d; j++) c[j] = (float)(ws.w[j] / norm);
-    int flipped = pair_sign(rows, n_pairs, d, c);
+    int flipped = as_pair_sign(rows, n_pairs, d, c);
     *expl = explained_along(rows, n_pairs, d, ws.w);
     info->weight_scale = flipped ? -norm : norm;
     info->intercept = b - wmu;

@@ -73,16 +73,16 @@ static double dot_fd(const float *r, const float *c, int64_t d) {
     return s;
 }
 
-/* pair sign rule on c[d]: negate iff more pairs have proj(p) < proj(n) than >. */
-static void spec_sign(const float *rows, int64_t n_pairs, int64_t d, float *c) {
+int as_pair_sign(const float *rows, int64_t n_pairs, int64_t d, float *c) {
     int64_t greater = 0, smaller = 0;
     for (int64_t p = 0; p < n_pairs; p++) {
         double pp = dot_fd(rows + (2 * p) * d, c, d), pn = dot_fd(rows + (2 * p + 1) * d, c, d);
         if (pp > pn) greater++;
         else if (pp < pn) smaller++;
     }
-    if (smaller > greater)
-        for (int64_t i = 0; i < d; i++) c[i] = -c[i];
+    if (smaller <= greater) return 0;
+    for (int64_t i = 0; i < d; i++) c[i] = -c[i];
+    return 1;
 }
 
 /* The whole fit of one layer into caller buffers (which it may leave partial on
@@ -168,7 +168,7 @@ static as_status fit_into(const float *rows, int64_t n_pairs, int64_t d, as_pca_
         const double inv = 1.0 / sqrt(norm2);
         for (int64_t i = 0; i < d; i++) c[i] = (float)(v[i] * inv);
         canonical_sign(c, d);
-        if (j == 0) spec_sign(rows, n_pairs, d, c);
+        if (j == 0) (void)as_pair_sign(rows, n_pairs, d, c);
         double ratio = vals[j] / trace;
         explained[j] = ratio < 0.0 ? 0.0 : ratio > 1.0 ? 1.0 : ratio;
     }
