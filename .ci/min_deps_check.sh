@@ -29,5 +29,6 @@ cd "$work"  # import the installed package, not the source tree
 cp -r "$root/tests" "$work/tests"
 cp "$root/pyproject.toml" "$work/"
 cp -r "$root/docs" "$work/docs"   # the doc-snippet test runs these pages
+cp -r "$root/benchmarks" "$work/benchmarks"   # a test checks a benchmark script's bookkeeping
 ACTIVATION_STEERING_CACHE="$work/cache" HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 \
   "$V/python" -m pytest -q -x -m "not slow" -p no:cacheprovider tests
