@@ -9,10 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import FAMILIES, fresh_tokenizer, make_model, make_tokenizer  # noqa: E402
 
-# The team's shared folder (not shipped): the nearest `shared/` beside an ancestor of
-# the checkout (main: ../shared; a worktree under wt/: ../../shared). May be absent.
-SHARED = next((p / "shared" for p in Path(__file__).resolve().parents[1:] if (p / "shared").is_dir()),
-              Path(__file__).resolve().parents[2] / "shared")
+from shared_paths import SHARED  # noqa: E402,F401  (re-exported for tests that ask conftest)
 
 
 @pytest.fixture(params=FAMILIES)

@@ -1,7 +1,7 @@
-"""The FAQ (shared/reference/faq.md, found by conftest.SHARED) and the check that a test's snippets are
+"""The FAQ (shared/reference/faq.md, found by shared_paths.SHARED) and the check that a test's snippets are
 verbatim copies of it, shared by test_faq_extraction.py and test_faq_steering.py."""
 import pytest
-from conftest import SHARED
+from shared_paths import SHARED
 
 FAQ = SHARED / "reference" / "faq.md"
 
