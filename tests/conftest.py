@@ -12,6 +12,18 @@ from tiny_models import FAMILIES, fresh_tokenizer, make_model, make_tokenizer  #
 from shared_paths import SHARED  # noqa: E402,F401  (re-exported for tests that ask conftest)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and lose a lot on a busy machine (modules opt in
+    with pytestmark = pytest.mark.usefixtures("one_thread"))."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param

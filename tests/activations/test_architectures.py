@@ -57,12 +57,7 @@ MAX_NEW = 6
 SETTINGS = {"max_new_tokens": MAX_NEW, "use_cache": True}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models, one thread
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,7 @@ PROMPTS = ["How do I bake bread?", "Tell me a story about a cat.", "Hi"]
 SETTINGS = {"max_new_tokens": 5, "use_cache": True}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models, one thread
 
 
 def device_map(model) -> dict:

@@ -47,12 +47,7 @@ PROMPTS = [
 GEN = dict(max_new_tokens=MAX_NEW, do_sample=False, repetition_penalty=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread: tiny models, one thread
 
 
 def unit(seed: int) -> SteeringVector:

@@ -16,13 +16,19 @@ from pathlib import Path
 SUFFIXES = {".svec": "svec", ".gguf": "gguf", ".safetensors": "safetensors"}
 
 
-def save_target(file_path) -> tuple[Path, str]:
-    """(path to write, format) for `file_path`."""
+def _text_path(file_path) -> str:
+    """`file_path` as non-empty text (TypeError / ValueError naming file_path otherwise)."""
     if not isinstance(file_path, (str, os.PathLike)):
         raise TypeError(f"file_path must be a str or path, got {type(file_path).__name__}")
     text = os.fspath(file_path)
     if not isinstance(text, str) or not text:
         raise ValueError(f"file_path must be a non-empty text path, got {file_path!r}")
+    return text
+
+
+def save_target(file_path) -> tuple[Path, str]:
+    """(path to write, format) for `file_path`."""
+    text = _text_path(file_path)
     path = Path(text)
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
@@ -43,11 +49,7 @@ def sniff(path: Path) -> str:
 
 def load_target(file_path) -> tuple[Path, str]:
     """(existing path, detected format) for `file_path` (".svec" appended when needed)."""
-    if not isinstance(file_path, (str, os.PathLike)):
-        raise TypeError(f"file_path must be a str or path, got {type(file_path).__name__}")
-    text = os.fspath(file_path)
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"file_path must be a non-empty text path, got {file_path!r}")
+    text = _text_path(file_path)
     path = Path(text)
     if not path.is_file() and not text.endswith(".svec") and Path(text + ".svec").is_file():
         path = Path(text + ".svec")
