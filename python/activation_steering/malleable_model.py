@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .steering.decode import greedy_decode, plain_greedy
-from ._args import check_flag
+from ._args import check_flag, check_generation_settings
 from .config import log
 from .activations.prompts import encode, ensure_pad_token, format_prompt
 from .activations.layers import find_layers_and_base, hidden_size, input_device, unwrap_model
@@ -389,11 +389,10 @@ class MalleableModel:
 
     def _generation_settings(self, settings: dict | None) -> dict:
         """respond's defaults (greedy, 50 new tokens, repetition penalty 1.1, pad = eos), updated by `settings`."""
-        if settings is not None and not isinstance(settings, dict):
-            raise TypeError(f"settings must be a dict of generate() arguments, got {type(settings).__name__}")
+        checked = check_generation_settings(settings)  # before any state changes
         out = {"do_sample": False, "max_new_tokens": 50, "repetition_penalty": 1.1,
                "pad_token_id": self.tokenizer.eos_token_id}
-        out.update(settings or {})
+        out.update(checked)
         if out.get("stop_strings") is not None and out.get("tokenizer") is None:
             out["tokenizer"] = self.tokenizer  # generate needs it to match stop strings
         return out
