@@ -18,6 +18,7 @@ import contextlib
 import copy
 import logging
 import threading
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,12 @@ DEFAULT_BEHAVIOR_LAYER_IDS = (10, 11, 12, 13, 14, 15)
 # The attribute of a wrapped model that points at the MalleableModel steering it,
 # so that a second wrapper of the same model replaces (never stacks on) the first.
 _OWNER_ATTR = "_as_steering_owner"
+
+
+def _steering_owner(model: torch.nn.Module) -> "MalleableModel | None":
+    """The live MalleableModel whose steering is installed on `model`, if any."""
+    ref = model.__dict__.get(_OWNER_ATTR)
+    return ref() if ref is not None else None
 
 
 def _param_placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -97,6 +104,13 @@ class MalleableModel:
         self._plan: SteeringPlan | None = None
         # generate/respond/steer of one model are serialised: its steering state is per model
         self._lock = threading.RLock()
+        owner = _steering_owner(model)
+        if owner is not None and owner._plan is not None:
+            # Steering lives on the model (hooks on its layers), not on the wrapper.
+            warnings.warn("this model is already steered by another MalleableModel "
+                          f"({owner._plan.describe()}); steering lives on the model, so this wrapper "
+                          "generates steered text too until one of them calls reset_leash_to_default() "
+                          "or steer() (docs/semantics.md)", UserWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ #
     # passthrough
@@ -151,7 +165,8 @@ class MalleableModel:
         return getattr(self._as_wrapped_model, name)
 
     def __repr__(self) -> str:
-        steered = self._plan.describe() if self._plan is not None else "not steered"
+        plan = self.steering_plan
+        steered = plan.describe() if plan is not None else "not steered"
         return f"MalleableModel({type(self._as_wrapped_model).__name__}, {steered})"
 
     # ------------------------------------------------------------------ #
@@ -163,8 +178,12 @@ class MalleableModel:
 
     @property
     def steering_plan(self) -> SteeringPlan | None:
-        """The compiled plan currently installed (None when unsteered)."""
-        return self._plan
+        """The compiled plan currently installed on the model (None when unsteered).
+
+        Steering lives on the model: a plan installed through another MalleableModel of
+        the same model is reported here too."""
+        owner = _steering_owner(self._as_wrapped_model)
+        return owner._plan if owner is not None and owner is not self else self._plan
 
     def steer(self, behavior_vector: SteeringVector | None = None,
               behavior_layer_ids: Sequence[int] = DEFAULT_BEHAVIOR_LAYER_IDS, behavior_vector_strength: float = 1.0,
@@ -263,7 +282,13 @@ class MalleableModel:
         self._install(plan)
 
     def reset_leash_to_default(self) -> None:
-        """Remove all steering: the model then behaves exactly as unwrapped."""
+        """Remove all steering: the model then behaves exactly as unwrapped.
+
+        Steering lives on the model, so this also removes steering installed through
+        another MalleableModel of the same model."""
+        owner = _steering_owner(self._as_wrapped_model)
+        if owner is not None and owner is not self:
+            owner.reset_leash_to_default()
         with self._lock:
             self._remove_hooks()
             self._plan = None

@@ -352,11 +352,36 @@ def test_steer_replaces_previous_steering():
     fresh.steer(behavior_vector=unit_vectors(3), behavior_layer_ids=[2], behavior_vector_strength=3.0)
     assert b == fresh.respond(PROMPTS[0], settings=SETTINGS) and a != b
     # a second wrapper of the same model replaces the first wrapper's hooks
-    other = MalleableModel(model, tok)
+    with pytest.warns(UserWarning, match="already steered by another MalleableModel"):
+        other = MalleableModel(model, tok)
     other.steer(behavior_vector=unit_vectors(1), behavior_layer_ids=[1], behavior_vector_strength=3.0)
     assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 2  # base watcher + one layer
     assert other.respond(PROMPTS[0], settings=SETTINGS) == a
-    assert mm.steering_plan is None
+    assert mm._plan is None and mm.steering_plan is other.steering_plan  # steering lives on the model
+
+
+def test_second_wrapper_sees_and_resets_the_models_steering():
+    """Steering lives on the model: a second, unsteered wrapper warns that the model is
+    steered, reports the installed plan, generates steered text, and its reset removes
+    the steering for both wrappers."""
+    model, tok = make_model("llama"), fresh_tokenizer()
+    plain = MalleableModel(make_model("llama"), fresh_tokenizer()).respond(PROMPTS[0], settings=SETTINGS)
+    mm = MalleableModel(model, tok)
+    mm.steer(behavior_vector=unit_vectors(1), behavior_layer_ids=[1, 2], behavior_vector_strength=3.0)
+    steered = mm.respond(PROMPTS[0], settings=SETTINGS)
+    assert steered != plain
+    with pytest.warns(UserWarning, match="already steered"):
+        other = MalleableModel(model, tok)
+    assert other.steering_plan is mm.steering_plan and "not steered" not in repr(other)
+    assert other.respond(PROMPTS[0], settings=SETTINGS) == steered
+    other.reset_leash_to_default()
+    assert mm.steering_plan is None and other.steering_plan is None
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    assert mm.respond(PROMPTS[0], settings=SETTINGS) == plain == other.respond(PROMPTS[0], settings=SETTINGS)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MalleableModel(model, tok)  # an unsteered model: no warning
 
 
 def test_two_models_interleaved_token_by_token():
