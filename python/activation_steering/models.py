@@ -169,9 +169,10 @@ def _convert(entry: EmbeddedModel, cached: Path) -> None:
     # save_pretrained a model loaded through the GGUF quantizer, so detach it too).
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    # setattr: torch types nn.Module attributes as Tensor | Module
+    setattr(model, "hf_quantizer", None)
     if hasattr(model, "is_quantized"):
-        model.is_quantized = False
+        setattr(model, "is_quantized", False)
     model.config.name_or_path = entry.model_id
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -225,6 +226,6 @@ def load_default_model(name: str | None = None, dtype=None, refresh_cache: bool 
         tokenizer.pad_token = tokenizer.eos_token
     if verbose:
         print(f"loaded {entry.model_id} from {source} in {time.perf_counter() - t0:.1f}s")
-    model._as_load_source = source
-    model._as_embedded_name = entry.name
+    setattr(model, "_as_load_source", source)
+    setattr(model, "_as_embedded_name", entry.name)
     return model, tokenizer

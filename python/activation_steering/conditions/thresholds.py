@@ -56,8 +56,9 @@ def threshold_at_false_positive_rate(positive_sims: np.ndarray, negative_sims: n
     candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
     best = None
     for t in candidates:
-        tpr = condition_met(pos, t, comparator).any(1).mean()
-        fpr = condition_met(neg, t, comparator).any(1).mean()
+        tpr = float(np.asarray(condition_met(pos, t, comparator)).any(1).mean())  # numpy in, numpy out
+        fpr = float(np.asarray(condition_met(neg, t, comparator)).any(1).mean())
         if fpr <= max_false_positive_rate and (best is None or (tpr, -fpr) > (best[1], -best[2])):
             best = (float(t), float(tpr), float(fpr))
-    return best  # the empty operating point (fires on nothing) always qualifies
+    assert best is not None  # the empty operating point (fires on nothing) always qualifies
+    return best
