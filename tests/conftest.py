@@ -40,6 +40,15 @@ def tiny_llama():
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny llama and its tokenizer saved as a model folder (what the CLI loads)."""
+    d = tmp_path_factory.mktemp("tiny_llama")
+    make_model("llama").save_pretrained(d)
+    make_tokenizer().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
 def embedded():
     """(model, tokenizer) of the embedded SmolLM2-135M-Instruct (cached after first load)."""
     from activation_steering.models import load_default_model

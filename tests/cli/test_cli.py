@@ -6,15 +6,6 @@ import sys
 import pytest
 
 from activation_steering.cli import main
-from tiny_models import make_model, make_tokenizer
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_llama")
-    make_model("llama").save_pretrained(d)
-    make_tokenizer().save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +23,21 @@ def files(tmp_path_factory):
     return d
 
 
-def test_train_search_steer_round_trip(model_dir, files, tmp_path, capsys):
+def test_train_search_steer_round_trip(tiny_llama_dir, files, tmp_path, capsys):
     vec = tmp_path / "vec"
-    assert main(["train", "--data", str(files / "data.json"), "--out", str(vec), "--model", str(model_dir),
+    assert main(["train", "--data", str(files / "data.json"), "--out", str(vec), "--model", str(tiny_llama_dir),
                  "--method", "pca_center", "--accumulate-last-x-tokens", "all"]) == 0
     assert (tmp_path / "vec.svec").is_file()
     capsys.readouterr()
     analysis = tmp_path / "analysis.json"
     assert main(["search", "--positive", str(files / "pos.txt"), "--negative", str(files / "neg.json"),
-                 "--vector", str(tmp_path / "vec.svec"), "--model", str(model_dir), "--layer-range", "1,4",
+                 "--vector", str(tmp_path / "vec.svec"), "--model", str(tiny_llama_dir), "--layer-range", "1,4",
                  "--threshold-step", "0.05", "--out", str(analysis)]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(found) == {"layers", "threshold", "direction", "f1"} and analysis.is_file()
     out = tmp_path / "responses.jsonl"
     assert main(["steer", "--prompts", str(files / "prompts.txt"), "--behavior", str(tmp_path / "vec.svec"),
-                 "--layers", "1-2", "--strength", "4", "--model", str(model_dir), "--max-new-tokens", "5",
+                 "--layers", "1-2", "--strength", "4", "--model", str(tiny_llama_dir), "--max-new-tokens", "5",
                  "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["Tell me a story", "What is two plus two?"]
@@ -62,18 +53,18 @@ def test_missing_files_exit_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_bad_data_and_vector_files_exit_2(tmp_path, files, model_dir, capsys):
+def test_bad_data_and_vector_files_exit_2(tmp_path, files, tiny_llama_dir, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "v"), "--model", str(model_dir)]) == 2
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "v"), "--model", str(tiny_llama_dir)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
     bad.write_text(json.dumps({"examples": [["only one"]]}))
-    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "v"), "--model", str(model_dir)]) == 2
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "v"), "--model", str(tiny_llama_dir)]) == 2
     assert "pairs" in capsys.readouterr().err
     broken = tmp_path / "broken.svec"
     broken.write_text('{"model_type": "llama", "directions": {"0": [1.0, 2.0]}')
     assert main(["steer", "--prompts", str(files / "prompts.txt"), "--behavior", str(broken),
-                 "--model", str(model_dir)]) == 2
+                 "--model", str(tiny_llama_dir)]) == 2
     assert "broken.svec" in capsys.readouterr().err
 
 

@@ -6,15 +6,6 @@ import pytest
 
 from activation_steering import SteeringVector
 from activation_steering.cli import main
-from tiny_models import make_model, make_tokenizer
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_llama_fmt")
-    make_model("llama").save_pretrained(d)
-    make_tokenizer().save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +17,10 @@ def data(tmp_path_factory):
     return d / "data.json"
 
 
-def test_train_out_formats_agree(model_dir, data, tmp_path, capsys):
+def test_train_out_formats_agree(tiny_llama_dir, data, tmp_path, capsys):
     got = {}
     for name in ("v.svec", "v.safetensors", "v.gguf"):
-        assert main(["train", "--data", str(data), "--out", str(tmp_path / name), "--model", str(model_dir),
+        assert main(["train", "--data", str(data), "--out", str(tmp_path / name), "--model", str(tiny_llama_dir),
                      "--layers", "0-3"]) == 0
         got[name] = SteeringVector.load(tmp_path / name)
     captured = capsys.readouterr()
@@ -43,7 +34,7 @@ def test_train_out_formats_agree(model_dir, data, tmp_path, capsys):
     assert sorted(got["v.gguf"].directions) == [2, 3]
 
 
-def test_unwritable_out_fails_before_training(model_dir, data, tmp_path, capsys):
+def test_unwritable_out_fails_before_training(tiny_llama_dir, data, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["train", "--data", str(data), "--out", str(blocker / "v.gguf"), "--model", "/nonexistent"]) == 2
@@ -54,7 +45,7 @@ def test_unwritable_out_fails_before_training(model_dir, data, tmp_path, capsys)
     assert "is a folder" in capsys.readouterr().err
 
 
-def test_train_reports_the_layers_the_gguf_holds_and_unwritable_out_exits_2(tmp_path, monkeypatch, capsys):
+def test_train_reports_the_layers_the_gguf_holds_and_unwritable_out_exits_2(tiny_llama_dir, tmp_path, monkeypatch, capsys):
     """A .gguf cannot hold layers 0 and 1: the summary counts what the file holds. A write that
     fails after the up-front check (e.g. a virtual file system) is a one-line error, exit 2."""
     import json
@@ -64,13 +55,8 @@ def test_train_reports_the_layers_the_gguf_holds_and_unwritable_out_exits_2(tmp_
 
     data = tmp_path / "pairs.json"
     data.write_text(json.dumps({"examples": [["I love it", "I hate it"], ["Great day", "Awful day"]]}))
-    model_dir = tmp_path / "model"
-    from tiny_models import fresh_tokenizer, make_model
-
-    make_model("llama").save_pretrained(model_dir)
-    fresh_tokenizer().save_pretrained(model_dir)
     out = tmp_path / "v.gguf"
-    rc = cli.main(["train", "--data", str(data), "--out", str(out), "--model", str(model_dir), "--no-suffixes"])
+    rc = cli.main(["train", "--data", str(data), "--out", str(out), "--model", str(tiny_llama_dir), "--no-suffixes"])
     assert rc == 0
     held = len(SteeringVector.load(out).directions)
     assert held == 2                                                   # tiny llama: 4 layers, 0 and 1 dropped
@@ -79,7 +65,7 @@ def test_train_reports_the_layers_the_gguf_holds_and_unwritable_out_exits_2(tmp_
     def fail(*_a, **_k):
         raise PermissionError(30, "Read-only file system")
     monkeypatch.setattr(SteeringVector, "save", fail)
-    rc = cli.main(["train", "--data", str(data), "--out", str(tmp_path / "w.svec"), "--model", str(model_dir),
+    rc = cli.main(["train", "--data", str(data), "--out", str(tmp_path / "w.svec"), "--model", str(tiny_llama_dir),
                    "--no-suffixes"])
     assert rc == 2
     assert "cannot write" in capsys.readouterr().err
