@@ -23,6 +23,11 @@ all tokens; mean pooling; layers (1, 11), i.e. up to the first behaviour layer):
    every combination of up to max layers, comparator and threshold, the highest
    TRAIN true-positive rate at a TRAIN false-positive rate <= --fpr-cap, OR vs
    AND (plain numpy sweep over each combination's reduced values).
+4. What the shared threshold costs: AND of two layers where EACH layer has its
+   own threshold and comparator (not a search mode of the product; multisteer
+   installs it as two conditions C1, C2 and "if C1 and C2 then B1"), best train
+   F1 and best train TPR at FPR <= --fpr-cap over every pair and every pair of
+   thresholds (plain numpy).
 
     .venv/bin/python benchmarks/bench_and_search.py [--reps 5] [--max-combine 3] [--json out.json]
 
@@ -85,6 +90,40 @@ def _best_tpr_at_fpr(sims: np.ndarray, labels: np.ndarray, max_combine: int, com
                 if best is None or (cand[0], -cand[1]) > (best[0], -best[1]):
                     best = cand
     return best
+
+
+def _and_pairs_own_thresholds(sims: np.ndarray, labels: np.ndarray, cap: float):
+    """Best (train F1 point, strict point) of "layer a meets (t_a, cmp_a) AND layer b meets
+    (t_b, cmp_b)" over every pair and every pair of thresholds. A point is
+    (score, a, b, sign_a, sign_b, t_a, t_b, tpr, fpr) with the prediction
+    (sign_a * x_a < t_a) & (sign_b * x_b <= t_b): sign +1 is "larger", -1 "smaller"."""
+    from itertools import combinations, product
+
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    best_f1: tuple = (-1.0,)
+    best_strict: tuple = (-1.0,)
+    for a, b in combinations(range(sims.shape[1]), 2):
+        for sa, sb in product((1, -1), (1, -1)):
+            ya, yb = sa * sims[:, a], sb * sims[:, b]
+            order = np.argsort(yb, kind="stable")
+            ybs, ls = yb[order], labels[order]
+            last = np.r_[ybs[1:] != ybs[:-1], True]           # the end of each group of equal yb
+            for ta in np.r_[np.unique(ya), np.inf]:
+                mk = (ya < ta)[order]
+                tp, fp = np.cumsum(mk & ls)[last], np.cumsum(mk & ~ls)[last]
+                f1 = np.where(tp > 0, 2 * tp / np.maximum(tp + fp + n_pos, 1), 0.0)
+                k = int(np.argmax(f1))
+                if f1[k] > best_f1[0]:
+                    best_f1 = (float(f1[k]), a, b, sa, sb, float(ta), float(ybs[last][k]), tp[k] / n_pos,
+                               fp[k] / n_neg)
+                ok = np.flatnonzero(fp / n_neg <= cap)
+                if ok.size:
+                    k = ok[np.lexsort((fp[ok], -tp[ok]))[0]]
+                    if (tp[k] / n_pos, -fp[k] / n_neg) > (best_strict[0], -(best_strict[-1] if len(best_strict) > 1
+                                                                           else 0.0)):
+                        best_strict = (tp[k] / n_pos, a, b, sa, sb, float(ta), float(ybs[last][k]), tp[k] / n_pos,
+                                       fp[k] / n_neg)
+    return best_f1, best_strict
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +223,21 @@ def main(argv: list[str] | None = None) -> int:
             out["strict"].append({"max_layers_to_combine": r, "layer_combination": comb, "layers": layers,
                                   "threshold": thr, "comparator": cmp_, "train_tpr": tpr, "train_fpr": fpr,
                                   "held_out_same_point": te})
+
+    # -- 4. AND of two layers with a threshold and comparator each ----------- #
+    print("\nAND of 2 layers, each with its own threshold and comparator (multisteer form; not a search mode):")
+    out["and_pairs_own_thresholds"] = {}
+    for name, pt in zip(("best train F1", f"best train TPR at FPR <= {args.fpr_cap:.0%}"),
+                        _and_pairs_own_thresholds(sims, labels, args.fpr_cap)):
+        _, a, b, sa, sb, ta, tb, tpr, fpr = pt
+        pred = (sa * test_sims[:, a] < ta) & (sb * test_sims[:, b] <= tb)
+        te = _rates(pred, test_labels)
+        tr = _rates((sa * sims[:, a] < ta) & (sb * sims[:, b] <= tb), labels)
+        cmps = ["larger" if s_ == 1 else "smaller" for s_ in (sa, sb)]
+        print(f"  {name}: layers {layer_ids[a]}, {layer_ids[b]} ({cmps[0]}, {cmps[1]}): train F1 {tr['f1']:.4f} "
+              f"TPR {tpr:.3f} FPR {fpr:.3f}; held-out F1 {te['f1']:.4f} TPR {te['tpr']:.3f} FPR {te['fpr']:.3f}")
+        out["and_pairs_own_thresholds"][name] = {"layers": [layer_ids[a], layer_ids[b]], "comparators": cmps,
+                                                 "train": tr, "held_out_same_point": te}
 
     # -- the same cell end to end through the public API --------------------- #
     r = min(2, args.max_combine)

@@ -58,8 +58,8 @@ def _search(mm, cv, labels, **kwargs):
 def test_result_is_the_documented_tuple_plus_the_combination(setup, exact):
     mm, cv, _beh, _sims, labels = setup
     kw = dict(threshold_range=(-1.0, 1.0), threshold_step=0.001, exact=exact, max_layers_to_combine=2)
-    _, p_or = _search(mm, cv, labels, **kw)
-    _, p_default = _search(mm, cv, labels, **{k: v for k, v in kw.items()})
+    _, p_or = _search(mm, cv, labels, layer_combination="or", **kw)
+    _, p_default = _search(mm, cv, labels, **kw)
     _, p_and = _search(mm, cv, labels, layer_combination="and", **kw)
     _, p_both = _search(mm, cv, labels, layer_combination="both", **kw)
     assert isinstance(p_or, ConditionPoint) and isinstance(p_or, tuple) and len(p_or) == 4
