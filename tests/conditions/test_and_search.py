@@ -182,3 +182,25 @@ def test_steer_and_refuses_a_layer_twice_and_keeps_the_previous_steering(setup):
                  condition_vector_threshold=0.1, condition_layer_combination="and")
     assert mm.steering_plan is before
     mm.reset_leash_to_default()
+
+
+def test_steer_and_lowers_to_one_condition_per_layer_keeping_every_setting(setup):
+    mm, cv, beh, _sims, _labels = setup
+    mm.steer(behavior_vector=beh, behavior_layer_ids=[3], condition_vector=cv, condition_layer_ids=[2, -3],
+             condition_vector_threshold=0.25, condition_comparator_threshold_is="smaller",
+             condition_threshold_comparison_mode="last", condition_layer_combination="and")
+    plan = mm.steering_plan
+    mm.reset_leash_to_default()
+    assert plan.n_conditions == 2 and plan.n_behaviors == 1
+    assert [plan.layers[i].cond_ids for i in (1, 2)] == [(1,), (0,)]       # C1 at layer 2, C2 at layer -3 = 1
+    for i in (1, 2):
+        lp = plan.layers[i]
+        assert lp.cond_codes[0, 1:].tolist() == [1, 1]                     # "smaller", "last"
+        assert lp.cond_thresholds.tolist() == [0.25]
+    # the truth table of "if C1 and C2 then B1" over the 4 bitmasks
+    assert plan.layers[3].beh_tables.tolist() == [[0, 0, 0, 1]]
+    # one layer: "and" is the plain one-condition plan
+    mm.steer(behavior_vector=beh, behavior_layer_ids=[3], condition_vector=cv, condition_layer_ids=[2],
+             condition_vector_threshold=0.25, condition_layer_combination="and")
+    assert mm.steering_plan.n_conditions == 1
+    mm.reset_leash_to_default()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -244,9 +244,8 @@ def _lower_and_condition(condition: _Item, n_layers: int) -> tuple[list[_Item], 
         raise ValueError(f"{condition.layer_name} has {len(condition.layers)} layers but "
                          f"condition_layer_combination='and' supports at most {MAX_CONDITIONS} "
                          "(one condition per layer); use fewer layers")
-    conditions = [_Item(condition.vector, [layer], condition.value, condition.use_evr, condition.name,
-                        condition.layer_name, condition.value_name, smaller=condition.smaller, last=condition.last)
-                  for layer in condition.layers]
+    # a copy of the whole condition per layer (every field: comparator, pooling, ...), only the layer differs
+    conditions = [replace(condition, layers=[layer]) for layer in condition.layers]
     rule = "if " + " and ".join(f"C{j + 1}" for j in range(len(conditions))) + " then B1"
     return conditions, _core.rules_compile([rule], len(conditions), 1)
 
