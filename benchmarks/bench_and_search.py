@@ -4,7 +4,7 @@ What it measures, on the demo's condition data (the package's
 data/condition_harmful.json, TRAIN prompts only: 173 harmful + 173 harmless)
 with the embedded SmolLM2-135M-Instruct and the demo's condition settings
 (demo/pipeline.py: pca_pairwise condition vector trained on the train pairs
-(--method picks another),
+(--method picks another; --mode / --train-tokens other poolings),
 all tokens; mean pooling; layers (1, 11), i.e. up to the first behaviour layer):
 
 1. Cost. The similarities [346, 10] are computed once; then the C search runs
@@ -33,6 +33,18 @@ all tokens; mean pooling; layers (1, 11), i.e. up to the first behaviour layer):
 
 Not here: the demo's steering and judge (demo/), the comparison with the
 reference library's search (bench_condition_search.py).
+
+Measured 2026-11-30 (2 shared cores, load 6-8, 1 thread; layers 1..10):
+- cost, demo vector: AND/OR 0.87-1.00 (grid, max 1-3) and 0.97-1.02 (exact),
+  e.g. exact max 3 (175 combinations): 0.0206 s OR, 0.0210 s AND;
+- best train F1, OR = AND at max 1, 2 and 3 in every run (the single layer 10
+  wins): pca_pairwise/mean 0.8767, mean_diff/mean 0.8835, probe/mean 0.9913;
+  with the usertext branch merged, user_text pooling: pca_pairwise 0.8624,
+  mean_diff 0.8822. At train FPR <= 5% AND found nothing above one layer either.
+- part 4 (own threshold and comparator per layer): train F1 +0.004 to +0.015;
+  at train FPR <= 5%, mean_diff/user_text train TPR 0.711 -> 0.786 (held-out
+  TPR 0.500 -> 0.629 at FPR 0.043), and the best pairs often use OPPOSITE
+  comparators at the two layers, which one shared comparator cannot express.
 """
 from __future__ import annotations
 
@@ -133,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layer-range", type=int, nargs=2, default=(1, 11))
     ap.add_argument("--method", default="pca_pairwise",
                     help="condition vector method (default: the demo's pca_pairwise; also mean_diff, probe, ...)")
+    ap.add_argument("--mode", default="mean", help="condition pooling (condition_threshold_comparison_mode)")
+    ap.add_argument("--train-tokens", default="all", help="accumulate_last_x_tokens of the condition vector")
     ap.add_argument("--fpr-cap", type=float, default=0.05, help="train false-positive cap of part 3")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
@@ -154,20 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     ds = SteeringDataset(tokenizer=tok, examples=list(zip(data.train_harmful, data.train_harmless)), suffixes=None,
                          disable_suffixes=True)
     cv = SteeringVector.train(model=model, tokenizer=tok, steering_dataset=ds, method=args.method,
-                              accumulate_last_x_tokens="all", hidden_layer_ids=layer_ids)
+                              accumulate_last_x_tokens=args.train_tokens, hidden_layer_ids=layer_ids)
     train = data.train_harmful + data.train_harmless
     labels = np.zeros(len(train), bool)
     labels[:len(data.train_harmful)] = True
-    sims = condition_similarities(mm, train, cv, layer_ids).astype(np.float64)
+    sims = condition_similarities(mm, train, cv, layer_ids, args.mode).astype(np.float64)
     test = data.test_harmful + data.test_harmless
     test_labels = np.zeros(len(test), bool)
     test_labels[:len(data.test_harmful)] = True
-    test_sims = condition_similarities(mm, test, cv, layer_ids).astype(np.float64)
-    print(f"condition vector ({args.method}) + similarities: {time.perf_counter() - t:.1f}s; train sims {sims.shape}, "
+    test_sims = condition_similarities(mm, test, cv, layer_ids, args.mode).astype(np.float64)
+    print(f"condition vector ({args.method}, {args.train_tokens} tokens; pooling {args.mode}) + similarities: {time.perf_counter() - t:.1f}s; train sims {sims.shape}, "
           f"layers {lo}..{hi - 1}, threads 1, load {os.getloadavg()[0]:.1f}")
 
     grid = np.arange(0.0, 0.1, 1e-4)
-    out: dict = {"method": args.method, "layers": layer_ids, "n_train": len(train), "n_test": len(test), "timing": [], "quality": []}
+    out: dict = {"method": args.method, "mode": args.mode, "train_tokens": args.train_tokens, "layers": layer_ids, "n_train": len(train), "n_test": len(test), "timing": [], "quality": []}
 
     # -- 1. cost: OR and AND interleaved on the same similarities ------------ #
     print(f"\n{'search':8s} {'max':>3s} {'OR s':>10s} {'AND s':>10s} {'AND/OR':>8s}")
@@ -243,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     r = min(2, args.max_combine)
     t = time.perf_counter()
     point = find_best_condition_point(mm, data.train_harmful, data.train_harmless, cv, layer_range=(lo, hi),
-                                      max_layers_to_combine=r, exact=True, layer_combination="and")
+                                      max_layers_to_combine=r, exact=True, layer_combination="and",
+                                      condition_threshold_comparison_mode=args.mode)
     same = tuple(point) == points[(r, "and")]
     print(f"\nfind_best_condition_point(max {r}, 'and', exact) in {time.perf_counter() - t:.1f}s: {tuple(point)} "
           f"-> {'same point as the core call' if same else 'DIFFERENT from the core call'}")
