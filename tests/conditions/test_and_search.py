@@ -143,8 +143,9 @@ def test_installed_and_point_gates_each_prompt_as_the_search_predicted(setup, ex
                   rules=["if " + " and ".join(f"C{j + 1}" for j in range(k)) + " then B1"],
                   apply_behavior_on_first_call=False)
     got_multi = mm.respond_batch(PROMPTS, settings=settings, batch_size=5)
+    got_multi_one = [mm.respond(p, settings=settings) for p in PROMPTS]
     mm.reset_leash_to_default()
-    assert got_multi == expected
+    assert got_multi == expected and got_multi_one == expected
 
     # the same point installed as OR gates differently (and as the OR prediction says)
     mm.steer(**behaviour, **{**point.steer_kwargs(), "condition_layer_combination": "or"})
