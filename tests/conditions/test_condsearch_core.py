@@ -82,6 +82,27 @@ def test_exact_equals_brute_force_over_midpoints_and_beats_grid(problem):
     assert f1_score(predict(sims, cols, got["threshold"], got["direction"]), labels) == got["f1"]
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_and_combinations_equal_brute_force_grid_and_exact(problem):
+    """layer_combination="and": a string is positive only when EVERY layer of the
+    combination meets the condition (evaluated literally by the twin)."""
+    sims, labels, max_combine, grid = problem
+    got = _core.condsearch_grid(sims, labels, max_combine, grid, return_scores=True, layer_combination="and")
+    ref, ref_scores = brute_grid(sims, labels, max_combine, grid, "and")
+    assert_same_best(got, ref)
+    np.testing.assert_array_equal(got["scores"], ref_scores)
+    got = _core.condsearch_exact(sims, labels, max_combine, return_per_combo=True, layer_combination="and")
+    ref, ref_per = brute_exact(sims, labels, max_combine, "and")
+    assert_same_best(got, ref, grid_mode=False)
+    np.testing.assert_array_equal(got["per_combo"], ref_per)
+    assert f1_score(predict(sims, got["columns"], got["threshold"], got["direction"], "and"), labels) == got["f1"]
+    # one-layer combinations are the same candidates under both rules
+    one_and = _core.condsearch_grid(sims, labels, 1, grid, return_scores=True, layer_combination="and")
+    one_or = _core.condsearch_grid(sims, labels, 1, grid, return_scores=True)
+    np.testing.assert_array_equal(one_and["scores"], one_or["scores"])
+
+
 # --------------------------------------------------------------------------- #
 # Hand-made cases: ties, strictness, degenerate predictions
 # --------------------------------------------------------------------------- #
