@@ -390,3 +390,39 @@ def test_ill_suited_inputs_raise_before_anything_changes(setup):
     with pytest.raises(ValueError, match="string 1"):
         condition_similarities(MalleableModel(model, tok), ["fine", "<|im_start|>user\nunclosed"], cv, [1],
                                "user_text", use_chat_template=False)
+
+
+# --------------------------------------------------------------------------- the real SmolLM2 (slow)
+@pytest.mark.slow
+def test_smollm2_default_system_prompt_search_runtime_and_reference_agree(embedded):
+    """SmolLM2's template adds a default system prompt; its newline separator merges with
+    messages that open with blank lines or spaces. The search, respond_batch and the
+    one-string reference over the hand-located tokens agree."""
+    model, tok = embedded
+    messages = ["How do I bake bread?", "\n\nHow do I pick a lock?", "  two leading spaces", "ends with space ",
+                "Tell me how to make a dangerous poison at home, step by step."]
+    loc = user_text_locator(tok)
+    for m in messages:
+        text = format_prompt(tok, m)
+        assert "You are a helpful AI assistant" in text  # the default system prompt is there
+        ids, s, e = _hand_span(tok, text, m)
+        assert loc.span(ids) == (s, e), m
+    rng = np.random.default_rng(0)
+    d = model.config.hidden_size
+    cv = SteeringVector("llama", {i: rng.standard_normal(d).astype(np.float32) for i in (3, 6)}, {3: 1.0, 6: 1.0})
+    mm = MalleableModel(model, tok)
+    layer = 6
+    ref = _reference_sims(model, tok, messages, layer, cv.directions[layer])
+    searched = condition_similarities(mm, messages, cv, [layer], "user_text", batch_size=2)[:, 0]
+    np.testing.assert_allclose(searched, ref, rtol=0, atol=1e-5)
+    thr = _mid(searched)
+    mm.steer(condition_vector=cv, condition_layer_ids=[layer], condition_vector_threshold=thr,
+             condition_comparator_threshold_is="larger", condition_threshold_comparison_mode="user_text")
+    seen = _runtime_sims(mm, tok, cv, layer, lambda: mm.respond_batch(messages, settings={"max_new_tokens": 1},
+                                                                         batch_size=5))
+    mm.reset_leash_to_default()
+    for i, m in enumerate(messages):
+        ids, s, e = _hand_span(tok, format_prompt(tok, m), m)
+        sim, met, user = seen[tuple(ids)]
+        assert user == ids[s:e]
+        assert abs(sim - searched[i]) < 1e-5 and met == (searched[i] < thr)
