@@ -93,7 +93,8 @@ static at::Tensor similarity_impl(const at::Tensor &hidden, const std::optional<
     if (real.has_value()) {
         auto w = real->to(at::kFloat);                                                 // [B, T]
         auto count = w.sum(1, /*keepdim=*/true).clamp_min(1.0);                        // [B, 1]
-        mean = hf.mul(w.unsqueeze(-1)).sum(1).div(count);                              // [B, D]
+        // masked_fill, not a product: a NaN at a position outside the mask must not enter the mean
+        mean = hf.masked_fill(real->logical_not().unsqueeze(-1), 0).sum(1).div(count);  // [B, D]
         auto pos = at::arange(1, T + 1, real->options().dtype(at::kLong));             // [T]
         last_idx = real->to(at::kLong).mul(pos).amax(1).sub(1).clamp_min(0);           // [B]
     } else {
@@ -111,8 +112,8 @@ static at::Tensor similarity_impl(const at::Tensor &hidden, const std::optional<
     auto pooling = codes.select(1, 2).view({1, K, 1});
     auto pooled = at::where(pooling.eq(1), last.unsqueeze(1), mean.unsqueeze(1));      // [B, K, D]
     if (user.has_value() && T > 0) {                                                   // "user_text"
-        auto u = user->to(at::kFloat);                                                 // [B, T]
-        auto user_mean = hf.mul(u.unsqueeze(-1)).sum(1).div(u.sum(1, true).clamp_min(1.0));  // [B, D]
+        auto count = user->to(at::kFloat).sum(1, /*keepdim=*/true).clamp_min(1.0);      // [B, 1]
+        auto user_mean = hf.masked_fill(user->logical_not().unsqueeze(-1), 0).sum(1).div(count);  // [B, D]
         pooled = at::where(pooling.eq(2), user_mean.unsqueeze(1), pooled);
     }
     auto coef = pooled.mul(dirs).sum(-1).div(dirs.mul(dirs).sum(-1));                   // [B, K]
