@@ -271,6 +271,20 @@ def test_generate_with_input_ids_chunked_prefill_and_a_plain_forward_equal_respo
                                             pad_token_id=tok.pad_token_id, **extra)
         got = [tok.decode(o[width:], skip_special_tokens=True) for o in out]
         assert got == want, extra
+    # a caller's cache of the first 6 prompt positions (computed unsteered): the pre-pass pools the message
+    from transformers import DynamicCache
+
+    for i, m in enumerate(MESSAGES[:3]):
+        ids = encode(tok, [format_prompt(tok, m)], use_chat_template=True)["input_ids"]
+        cache = DynamicCache(config=model.config)
+        mm.reset_leash_to_default()
+        with torch.no_grad():
+            model(input_ids=ids[:, :6], cache=cache, use_cache=True)
+        _cast(mm, cv, thr)
+        out = mm._as_wrapped_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache,
+                                            max_new_tokens=5, do_sample=False, repetition_penalty=1.1,
+                                            pad_token_id=tok.pad_token_id)
+        assert tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True) == want[i], m
     # a plain forward (outside generate) decides the conditions on its prompt from the same tokens
     model_ = mm._as_wrapped_model
     with torch.no_grad():
