@@ -102,6 +102,24 @@ def test_condition_similarity_hostile_inputs():
     check_against_twin(_ops.condition_similarity, _twin.condition_similarity, cases, compare=close(atol=2e-6))
 
 
+def test_condition_similarity_user_text_hostile_inputs():
+    """Pooling code 2 ("user_text"): the mean over positions whose token_mask is 2."""
+    dirs, _, _ = _cond(K=3)
+    codes = torch.tensor([[1, 0, 2], [2, 1, 0], [4, 0, 1]])
+    marked = torch.tensor([[0, 1, 2, 2], [1, 2, 1, 1]])
+    nan = _hidden(2, 4)
+    nan[0, 0, 1] = float("nan")  # on a padding position: pooled by no mode
+    nan[0, 1, 2] = float("nan")  # on a real token outside the message: only "mean" and "last" see it
+    cases = [
+        case("user text marked", _hidden(2, 4), marked, dirs, codes),
+        case("no message token", _hidden(2, 4), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]), dirs, codes),
+        case("no mask: every position", _hidden(2, 4), None, dirs, codes),
+        case("nan outside the message", nan, marked, dirs, codes),
+        case("fp16", _hidden(2, 4, torch.float16), marked, dirs, codes),
+    ]
+    check_against_twin(_ops.condition_similarity, _twin.condition_similarity, cases, compare=close(atol=2e-6))
+
+
 def test_pool_spans_hostile_inputs():
     nan = _hidden(2, 4)
     nan[1, 0, 0] = float("nan")
