@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
                                                        "--pairs-subset", "2"]),
     "extraction": ("bench_extraction.py", ["--tasks", "condition", "--layer-sets", "demo"]),
     "demo_ibm": ("bench_demo_ibm.py", []),
+    "operators": ("bench_operators.py", ["--threads", "1", "--rounds", "3", "--calls", "10"]),
 }
 QUICK_SKIP = {"demo_ibm"}  # the whole demo on the reference data: minutes even when small
 

@@ -156,7 +156,7 @@ static at::Tensor ablate_gated_directions(const at::Tensor &x, const std::option
     for (int64_t k = 0; k < (int64_t)modes.size(); k++) {
         if (!(modes[k] & MODE_ABLATE)) continue;
         auto dk = dirs.select(0, k);                                                    // [D] float32
-        auto ablated = xf.sub(at::matmul(xf, dk).unsqueeze(-1).mul(dk.view({1, 1, D})));  // [B, T, D]
+        auto ablated = at::addcmul(xf, at::matmul(xf, dk).unsqueeze(-1), dk.view({1, 1, D}), -1);  // [B, T, D]
         xf = gate.has_value() ? at::where(gate->select(0, k).ne(0).view({B, 1, 1}), ablated, xf) : ablated;
     }
     return xf.to(x.scalar_type());
