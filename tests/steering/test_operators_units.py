@@ -344,3 +344,28 @@ def test_core_tables():
     assert np.array_equal(t["beh_dirs"][1], unit_d) and np.array_equal(t["beh_dirs"][2], unit_d)
     old = _core.plan_compile(2, 8, [core_tuple(direction=d)[:12]], [], None)
     assert old["beh_modes"].tolist() == [_core.MODE_ADD] and np.array_equal(old["beh_rows"][0], 2.0 * d)
+
+
+@pytest.mark.parametrize("operators,unit_", [(["add", "ablate"], "token_norm"),
+                                             (["ablate_then_add", "add"], ["residual_norm", "token_norm"])])
+def test_steered_forward_with_operators_compiles_fullgraph(operators, unit_):
+    """The hooks and the op with its modes trace into one graph (fake kernel), same logits as eager."""
+    model, tok = make_model("llama", N_LAYERS, HIDDEN), fresh_tokenizer()
+    mm = MalleableModel(model, tok)
+    cond, thr, _ = condition_at_median(model, tok)
+    mm.multisteer(behavior_vectors=[vector(3), vector(4)], behavior_layer_ids=[[1, 2], [2, 3]],
+                  behavior_vector_strengths=[0.3, 0.2], condition_vectors=[cond], condition_layer_ids=[[1]],
+                  condition_vector_thresholds=[thr], condition_comparator_threshold_is=["larger"],
+                  rules=["if C1 then B1", "if not C1 then B2"], behavior_operators=operators, strength_unit=unit_,
+                  use_ooi_preventive_normalization=True)
+    batch = encode(tok, [format_prompt(tok, p) for p in PROMPTS[:3]], True, padding_side="left")
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            eager = model(**batch, use_cache=False).logits
+            state = mm._ctx.state.clone()
+            got = torch.compile(model, fullgraph=True, backend="eager")(**batch, use_cache=False).logits
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(got, eager, rtol=0, atol=1e-5)
+    assert torch.equal(mm._ctx.state, state)
