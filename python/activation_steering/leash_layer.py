@@ -173,6 +173,8 @@ class LeashLayer:
             msg += f": conditions {[j + 1 for j in self.plan.cond_ids]} evaluated, row bitmasks {state.tolist()}"
         if behave:
             msg += f"; behaviours {[k + 1 for k in self.plan.beh_ids]} gated by the row bitmasks"
+            if self.beh_modes is not None:  # MODE_* bits (ops.cpp): 1 add, 2 ablate, 4 token_norm
+                msg += f" (modes {self.beh_modes})"
         if evaluated and hidden is not None and self.cond is not None:
             dirs, thresholds, codes = self.cond
             sims = _ops.condition_similarity(hidden.detach(), mask, dirs, codes)          # [B, K] float32

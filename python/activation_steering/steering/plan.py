@@ -71,6 +71,8 @@ class SteeringPlan:
     n_behaviors: int = 0
     use_ooi_preventive_normalization: bool = False
     apply_behavior_on_first_call: bool = True
+    behavior_operators: tuple[str, ...] = ()  # per behaviour (None behaviours: "add")
+    strength_units: tuple[str, ...] = ()      # per behaviour
 
     def early_behavior_layers(self) -> list[int]:
         """Behaviour layers that run before the first condition layer (on the prompt pass
@@ -83,9 +85,14 @@ class SteeringPlan:
     def describe(self) -> str:
         beh = sorted(i for i, lp in self.layers.items() if lp.beh_ids)
         cond = sorted(i for i, lp in self.layers.items() if lp.cond_ids)
+        extra = ""
+        if any(op != "add" for op in self.behavior_operators):
+            extra += f", operators={list(self.behavior_operators)}"
+        if any(u != "absolute" for u in self.strength_units):
+            extra += f", strength_units={list(self.strength_units)}"
         return (f"{self.n_behaviors} behaviour(s) at layers {beh}, {self.n_conditions} condition(s) at layers {cond}, "
                 f"ooi={self.use_ooi_preventive_normalization}, "
-                f"apply_behavior_on_first_call={self.apply_behavior_on_first_call}")
+                f"apply_behavior_on_first_call={self.apply_behavior_on_first_call}{extra}")
 
 
 @dataclass
@@ -272,7 +279,9 @@ def _compile(n_layers: int, hidden_size: int, behaviors: list[_Item | None], con
         layers[layer] = LayerPlan(**lp)
     return SteeringPlan(n_layers=n_layers, hidden_size=hidden_size, layers=layers, n_conditions=len(conditions),
                         n_behaviors=len(behaviors), use_ooi_preventive_normalization=ooi,
-                        apply_behavior_on_first_call=apply_first)
+                        apply_behavior_on_first_call=apply_first,
+                        behavior_operators=tuple("add" if b is None else b.operator for b in behaviors),
+                        strength_units=tuple("absolute" if b is None else b.unit for b in behaviors))
 
 
 def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, behavior_layer_ids=None,
