@@ -123,7 +123,8 @@ class _Item:
             has_evr.append(ev is not None)
             evr.append(_evr_value(ev, self.name, key) if ev is not None else 0.0)
         norms = has_norms = None
-        recorded = getattr(self.vector, "residual_norms", None)  # None: a vector saved before they were recorded
+        # read only when used; None: a vector saved before they were recorded (the core then names the fix)
+        recorded = getattr(self.vector, "residual_norms", None) if self.unit == "residual_norm" else None
         if recorded is not None:
             if not isinstance(recorded, Mapping):
                 raise TypeError(f"{self.name}.residual_norms must be a dict layer -> float, got "
