@@ -369,3 +369,28 @@ def test_steered_forward_with_operators_compiles_fullgraph(operators, unit_):
         torch._dynamo.reset()
     torch.testing.assert_close(got, eager, rtol=0, atol=1e-5)
     assert torch.equal(mm._ctx.state, state)
+
+
+@pytest.mark.filterwarnings("ignore:.*cannot be expressed in a llama.cpp control vector")  # layers 0-1, not steered
+@pytest.mark.parametrize("suffix", [".svec", ".gguf", ".safetensors"])
+def test_residual_norm_with_a_trained_vector_in_every_format(tmp_path, suffix):
+    """A vector trained here records residual_norms; after a save/load round trip in each format,
+    residual_norm steering adds s * residual_norms[i] * direction[i] at every steered layer."""
+    from activation_steering import SteeringDataset
+
+    model, tok = make_model("llama", N_LAYERS, HIDDEN), fresh_tokenizer()
+    ds = SteeringDataset(tok, [("I love cats.", "I hate cats."), ("The sea is calm.", "The sea is rough."),
+                               ("What a lovely day.", "What an awful day.")])
+    trained = SteeringVector.train(model, tok, ds, accumulate_last_x_tokens="all")
+    assert trained.residual_norms is not None and set(trained.residual_norms) >= {2, 3}
+    trained.save(str(tmp_path / f"v{suffix}"))
+    v = SteeringVector.load(str(tmp_path / f"v{suffix}"))
+    assert v.residual_norms is not None
+    mm = MalleableModel(model, tok)
+    mm.steer(behavior_vector=v, behavior_layer_ids=[2, 3], behavior_vector_strength=0.05,
+             strength_unit="residual_norm")
+    cap = run_captured(mm, model, tok, PROMPTS[3])
+    for i in (2, 3):
+        expect = 0.05 * float(v.residual_norms[i]) * torch.from_numpy(np.asarray(v.directions[i])).double()
+        torch.testing.assert_close((cap.after[i].double() - cap.before[i].double())[0],
+                                   expect.expand_as(cap.after[i][0]), rtol=0, atol=2e-5)
