@@ -176,9 +176,11 @@ static at::Tensor add_gated_behaviours(const at::Tensor &x, const std::optional<
         if (!(mode & MODE_ADD)) continue;
         auto vk = v.select(0, k).view({1, 1, D});
         if (mode & MODE_TOKEN_NORM) {
-            auto term = norms->unsqueeze(-1).mul(vk.to(at::kFloat)).to(x.scalar_type());  // [B, T, D]
-            out = gate.has_value() ? at::where(gate->select(0, k).ne(0).view({B, 1, 1}), out.add(term), out)
-                                   : out.add(term);
+            // float32: one fused out + |h| * v; narrower: the product rounded once, then added
+            auto added = x.scalar_type() == at::kFloat
+                             ? at::addcmul(out, norms->unsqueeze(-1), vk)
+                             : out.add(norms->unsqueeze(-1).mul(vk.to(at::kFloat)).to(x.scalar_type()));
+            out = gate.has_value() ? at::where(gate->select(0, k).ne(0).view({B, 1, 1}), added, out) : added;
         } else {
             out = gate.has_value() ? at::addcmul(out, gate->select(0, k).view({B, 1, 1}), vk) : at::add(out, vk);
         }
