@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "extraction": ("bench_extraction.py", ["--tasks", "condition", "--layer-sets", "demo"]),
     "demo_ibm": ("bench_demo_ibm.py", []),
     "and_search": ("bench_and_search.py", ["--reps", "1", "--max-combine", "2"]),
+    "operators": ("bench_operators.py", ["--threads", "1", "--rounds", "3", "--calls", "10"]),
 }
 QUICK_SKIP = {"demo_ibm"}  # the whole demo on the reference data: minutes even when small
 

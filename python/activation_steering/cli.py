@@ -208,10 +208,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = vector.save(out_path)
         except OSError as exc:  # e.g. a read-only or virtual file system the up-front check could not see
             raise InputError(f"--out {out_path}: cannot write: {exc.strerror or exc}") from None
-        written = len(SteeringVector.load(out).directions)  # a .gguf cannot hold layers 0 and 1
+        back = SteeringVector.load(out)  # a .gguf cannot hold layers 0 and 1
+    written = len(back.directions)
     for w in caught:
         print(f"activation_steering train: warning: {w.message}", file=sys.stderr)
     print(f"wrote {out} ({out_format}): {written} layers, {len(dataset.formatted_dataset)} pairs")
+    if back.residual_norms:
+        # the scale strength_unit="residual_norm" multiplies (docs/strength_units.md)
+        print("residual norms (median at each layer's input): "
+              + ", ".join(f"{layer}: {value:.4g}" for layer, value in back.residual_norms.items()))
     return 0
 
 

@@ -32,6 +32,11 @@ normalize=False: CAA's raw mean difference, so behavior_vector_strength=1 adds
 exactly the average positive-minus-negative activation difference (and strength
 s adds s times it) instead of a unit step.
 
+The same capture pass records `residual_norms`: per trained layer, the median L2
+norm of the residual stream at that layer's INPUT (where steering adds) over the
+training strings' real tokens, attention sinks excluded (activations/norms.py;
+docs/strength_units.md). Relative strength units scale by it.
+
 Extraction runs the model as it is: if a MalleableModel currently has steering
 installed, the activations read are the steered ones (reset it first to extract
 from the plain model).
@@ -103,6 +108,12 @@ class SteeringVector:
         explained_variances: {layer id: float}.
         provenance: {str: str | int}: the model it was trained on, method, pooling, read/add
             sites (docs/formats.md); empty for vectors built in code.
+        residual_norms: {layer id: float} or None: per layer, the median L2 norm of the
+            residual stream at the decoder layer input over the training strings' real
+            tokens, attention-sink positions excluded (activations/norms.py; units: the
+            model's hidden-state units). `train` records it for every trained layer;
+            vectors built in code and files written before it existed have None.
+            What algebra does with it: docs/formats.md.
 
     Files: `save`/`load` (.svec JSON, .gguf llama.cpp control vector, .safetensors).
     Algebra: a + b, a - b, -a, k * a, a * k, a / k, a.layers([...]), a[2:8], a.normalized(),
@@ -113,6 +124,7 @@ class SteeringVector:
     directions: dict[int, np.ndarray]
     explained_variances: dict[int, float]
     provenance: dict = dataclasses.field(default_factory=dict)
+    residual_norms: dict[int, float] | None = None
 
     @classmethod
     def train(cls, model: Any, tokenizer: Any, steering_dataset: SteeringDataset, method: str = "pca_pairwise",
@@ -156,7 +168,10 @@ class SteeringVector:
             A SteeringVector: `directions[layer]` float32 `[D]` (unit vectors unless
             normalize=False), `explained_variances[layer]` in [0, 1] (PC1's ratio for
             the PCA methods; docs/extraction_methods.md for the others) and
-            `provenance` (the model, method and pooling it was trained with).
+            `provenance` (the model, method and pooling it was trained with) and
+            `residual_norms[layer]` (float, the median residual-stream norm at the
+            layer's input over the training strings, sinks excluded; measured in the
+            same forwards, None only if every string is a single token).
 
         Raises:
             ValueError: unknown `method`, normalize=False with a method other than mean_diff, bad `accumulate_last_x_tokens` or `batch_size`,
@@ -166,6 +181,7 @@ class SteeringVector:
             TypeError: `tokenizer` not callable, `steering_dataset` not a SteeringDataset.
         """
         from . import _core
+        from .activations.norms import ResidualNormStats
         from .activations.pooled import pooled_activations
         from .activations.tokens import check_accumulate
 
@@ -210,11 +226,19 @@ class SteeringVector:
                                                   getattr(p, "negative_suffix_start", None))]
         log("SteeringVector", f"Training: {len(pairs)} pairs, {len(layer_ids)} layers, method={method}, "
                               f"accumulate_last_x_tokens={mode!r}")
+        norm_stats = ResidualNormStats()  # filled by the same forwards (a pre-read at each layer's input)
         pooled = pooled_activations(
             model, tokenizer, texts, layer_ids, mode, int(batch_size),
             add_special_tokens=not getattr(steering_dataset, "use_chat_template", True),
             suffix_char_starts=char_starts, progress=GlobalConfig.is_verbose("SteeringVector"),
-            name_of=lambda i: f"formatted_dataset[{i // 2}].{'positive' if i % 2 == 0 else 'negative'}")
+            name_of=lambda i: f"formatted_dataset[{i // 2}].{'positive' if i % 2 == 0 else 'negative'}",
+            norms=norm_stats)
+        try:
+            medians = norm_stats.medians()
+            residual_norms: dict[int, float] | None = {lid: float(medians[lid]) for lid in layer_ids}
+        except ValueError as exc:  # every string is one token: nothing left once the sink is dropped
+            log("SteeringVector", f"residual_norms not recorded: {exc}")
+            residual_norms = None
 
         # ---- the direction of every layer in one C call (GIL released) ----
         k = 2 if save_analysis else 1
@@ -244,7 +268,7 @@ class SteeringVector:
 
         provenance = from_model(inner, n_layers, method=method, pooling=mode, n_pairs=len(pairs))
         return cls(model_type=model_type, directions=directions, explained_variances=variances,
-                   provenance=provenance)
+                   provenance=provenance, residual_norms=residual_norms)
 
     def save(self, file_path: str | os.PathLike) -> str:
         """Write the vector; the suffix picks the format; returns the path written.
@@ -260,24 +284,24 @@ class SteeringVector:
         if fmt == "gguf":
             written = self.export_gguf(path)
         else:
-            dirs, ev, prov = self._checked()
+            dirs, ev, prov, norms = self._checked()
             if fmt == "safetensors":
                 from .vectors.safetensors import write_safetensors
 
-                written = write_safetensors(path, self.model_type, dirs, ev, prov)
+                written = write_safetensors(path, self.model_type, dirs, ev, prov, norms)
             else:
                 from .vectors.svec import write_svec
 
-                written = write_svec(path, self.model_type, dirs, ev, prov)
+                written = write_svec(path, self.model_type, dirs, ev, prov, norms)
         log("SteeringVector", f"Saved SteeringVector to {written}")
         return written
 
-    def _checked(self) -> tuple[dict, dict, dict]:
+    def _checked(self) -> tuple[dict, dict, dict, dict | None]:
         from .vectors.provenance import clean
-        from .vectors.svec import check_vector
+        from .vectors.svec import check_residual_norms, check_vector
 
         dirs, ev = check_vector(self.model_type, self.directions, self.explained_variances)
-        return dirs, ev, clean(self.provenance)
+        return dirs, ev, clean(self.provenance), check_residual_norms(self.residual_norms, dirs)
 
     @classmethod
     def load(cls, file_path: str | os.PathLike) -> "SteeringVector":
@@ -294,13 +318,14 @@ class SteeringVector:
         if fmt == "safetensors":
             from .vectors.safetensors import read_safetensors
 
-            model_type, directions, variances, prov = read_safetensors(path)
+            model_type, directions, variances, prov, norms = read_safetensors(path)
         else:
             from .vectors.svec import read_svec
 
-            model_type, directions, variances, prov = read_svec(path)
+            model_type, directions, variances, prov, norms = read_svec(path)
         log("SteeringVector", f"Loaded directions for layers {list(directions)} from {path}")
-        return cls(model_type=model_type, directions=directions, explained_variances=variances, provenance=prov)
+        return cls(model_type=model_type, directions=directions, explained_variances=variances, provenance=prov,
+                   residual_norms=norms)
 
     def export_gguf(self, file_path: str | os.PathLike) -> str:
         """Write a llama.cpp control vector (repeng's name); returns the path written.
@@ -310,8 +335,8 @@ class SteeringVector:
         """
         from .vectors.gguf import write_gguf
 
-        dirs, ev, prov = self._checked()
-        return write_gguf(file_path, self.model_type, dirs, ev, prov)
+        dirs, ev, prov, norms = self._checked()
+        return write_gguf(file_path, self.model_type, dirs, ev, prov, norms)
 
     @classmethod
     def import_gguf(cls, file_path: str | os.PathLike, n_layers: int | None = None) -> "SteeringVector":
@@ -327,9 +352,10 @@ class SteeringVector:
         if n_layers is not None and (isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1):
             raise ValueError(f"n_layers must be a positive int or None, got {n_layers!r}")
         path, _ = load_target(file_path)
-        model_type, directions, variances, prov = read_gguf(path, n_layers)
+        model_type, directions, variances, prov, norms = read_gguf(path, n_layers)
         log("SteeringVector", f"Loaded directions for layers {list(directions)} from {path}")
-        return cls(model_type=model_type, directions=directions, explained_variances=variances, provenance=prov)
+        return cls(model_type=model_type, directions=directions, explained_variances=variances, provenance=prov,
+                   residual_norms=norms)
 
     # ---- algebra (rules: docs/formats.md, vectors/algebra.py) ----
     def __add__(self, other):
@@ -402,14 +428,16 @@ class SteeringVector:
         return algebra.cast(self, dtype)
 
     def __eq__(self, other) -> bool:
-        """Exact equality: same model_type, layers, direction bits and variances."""
+        """Exact equality: same model_type, layers, direction bits, variances and residual norms
+        (not provenance)."""
         if not isinstance(other, SteeringVector):
             return NotImplemented
         return (self.model_type == other.model_type
                 and list(self.directions) == list(other.directions)
                 and all(np.array_equal(np.asarray(self.directions[k]), np.asarray(other.directions[k]))
                         for k in self.directions)
-                and dict(self.explained_variances) == dict(other.explained_variances))
+                and dict(self.explained_variances) == dict(other.explained_variances)
+                and self.residual_norms == other.residual_norms)
 
     def __repr__(self) -> str:
         """Compact: model type, layer ids as ranges, hidden size, e.g.

@@ -278,10 +278,10 @@ def test_a_failing_probe_falls_back_to_the_plain_path(tokenizer, monkeypatch):
     model = make_model("llama", n_layers=4, hidden=64, seed=1)
     real_run = runner.TruncatedForward.run
 
-    def run_ignoring_positions(self, ids, mask, on_hidden, cache=None, positions=None):
+    def run_ignoring_positions(self, ids, mask, on_hidden, cache=None, positions=None, on_input=None):
         if cache is None:
-            return real_run(self, ids, mask, on_hidden)
-        self._on_hidden = on_hidden
+            return real_run(self, ids, mask, on_hidden, on_input=on_input)
+        self._on_hidden, self._on_input = on_hidden, on_input
         try:
             self.base(input_ids=ids, attention_mask=mask, use_cache=True, **{self.cache_kw: cache})
         except runner._StopForward:

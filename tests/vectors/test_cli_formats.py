@@ -25,6 +25,9 @@ def test_train_out_formats_agree(tiny_llama_dir, data, tmp_path, capsys):
         got[name] = SteeringVector.load(tmp_path / name)
     captured = capsys.readouterr()
     assert "v.gguf (gguf)" in captured.out
+    # the residual norms the file holds, per layer (gguf: layers 2 and 3 only)
+    norms_line = [line for line in captured.out.splitlines() if line.startswith("residual norms")][-1]
+    assert [part.split(":")[0] for part in norms_line.split(": ", 1)[1].split(", ")] == ["2", "3"]
     assert "layer(s) [0, 1] cannot be expressed" in captured.err  # the GGUF warning reaches the user
     ref = got["v.svec"]
     assert ref.provenance["method"] == "pca_pairwise" and ref.provenance["n_layers"] >= 4
@@ -32,6 +35,9 @@ def test_train_out_formats_agree(tiny_llama_dir, data, tmp_path, capsys):
         for layer, d in v.directions.items():
             assert d.tobytes() == ref.directions[layer].tobytes(), (name, layer)
     assert sorted(got["v.gguf"].directions) == [2, 3]
+    assert got["v.svec"].residual_norms == got["v.safetensors"].residual_norms
+    assert list(got["v.svec"].residual_norms) == [0, 1, 2, 3]
+    assert got["v.gguf"].residual_norms == {k: got["v.svec"].residual_norms[k] for k in (2, 3)}
 
 
 def test_unwritable_out_fails_before_training(tiny_llama_dir, data, tmp_path, capsys):

@@ -22,6 +22,13 @@ How it stays exact and cheap:
     (first use per model) confirms it, else the plain path runs.
 Results do not depend on batch_size or the sort beyond float rounding.
 
+Residual norms in the same pass: given a `ResidualNormStats`, the same forwards
+also hand each requested layer's INPUT (a pre-read in the TruncatedForward,
+where steering adds) to it, with every token's position within its string; a
+root or group piece that runs once for k strings counts k times, so the
+statistic equals the one-string-at-a-time one (activations/norms.py). No extra
+forward; the probe forwards of the sharing check record nothing.
+
 Not here: which tokens are pooled (tokens.py), when sharing is safe
 (prefix_sharing.py), PCA (the C core, called by extract.py).
 """
@@ -32,6 +39,7 @@ import torch
 
 from ..native import ops as _ops
 from .layers import unwrap_model
+from .norms import ResidualNormStats
 from .prefix_sharing import SharePlan, plan_prefix_sharing, sharing_blockers
 from .runner import TruncatedForward, select_cache_rows
 from .tokens import (Tokenized, length_sorted_batches, pad_right, pad_token_id, pooling_spans, tokenize,
@@ -58,12 +66,15 @@ def _prefix_sums(hidden: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def capture_pooled(model, tok: Tokenized, start: np.ndarray, end: np.ndarray, layer_ids: list[int],
                    batch_size: int, pad_id: int = 0, progress: bool = True,
-                   desc: str = "Collecting activations", share_prefixes: bool | None = None) -> np.ndarray:
+                   desc: str = "Collecting activations", share_prefixes: bool | None = None,
+                   norms: ResidualNormStats | None = None) -> np.ndarray:
     """pooled[len(layer_ids), N, D] float32: mean of hidden_states[i+1][s, start[s]:end[s]].
 
     Spans must be non-empty and inside each string (callers build them with
     `pooling_spans`). Runs the model as it is. `share_prefixes`: None decides
-    (see module doc), False never shares, True shares when it is safe at all."""
+    (see module doc), False never shares, True shares when it is safe at all.
+    `norms`: when given, it also receives every requested layer's decoder layer
+    input (all real tokens of every string, true positions) from the same forwards."""
     from tqdm.auto import tqdm
 
     n = len(tok.input_ids)
@@ -78,26 +89,27 @@ def capture_pooled(model, tok: Tokenized, start: np.ndarray, end: np.ndarray, la
         if not (worth or (share_prefixes and plan.tokens_shared < plan.tokens_plain)):
             plan = None
     write, result = _buffer_writer(layer_ids, n)
-    with TruncatedForward(model, layer_ids, read="output") as cap:
+    with TruncatedForward(model, layer_ids, read="output", pre_read=norms is not None) as cap:
         if plan is not None and not _sharing_verified(model, cap, tok, plan, pad_id):
             plan = None
         with tqdm(total=n, desc=desc, unit="str", disable=not progress, leave=False) as bar:
             if plan is None:
-                _capture_plain(cap, tok, start, end, batch_size, pad_id, write, bar)
+                _capture_plain(cap, tok, start, end, batch_size, pad_id, write, bar, norms)
             else:
-                _capture_shared(cap, plan, tok, start, end, batch_size, pad_id, write, bar)
+                _capture_shared(cap, plan, tok, start, end, batch_size, pad_id, write, bar, norms)
     return result().numpy()
 
 
 def pooled_activations(model, tokenizer, texts: list[str], layer_ids: list[int], accumulate: int | str,
                        batch_size: int, add_special_tokens: bool, suffix_char_starts: list[int | None] | None = None,
-                       progress: bool = False, name_of=lambda i: f"string {i}") -> np.ndarray:
+                       progress: bool = False, name_of=lambda i: f"string {i}",
+                       norms: ResidualNormStats | None = None) -> np.ndarray:
     """pooled[len(layer_ids), N, D] float32 for `texts`: tokenize once, pool each
     string over its `accumulate` span (checked with tokens.check_accumulate), capture.
 
     `suffix_char_starts` (character index where each string's suffix begins, or
     None) is needed for "suffix-only". A string with no tokens raises ValueError
-    naming it through `name_of(index)`, before the model runs."""
+    naming it through `name_of(index)`, before the model runs. `norms`: see capture_pooled."""
     tok = tokenize(tokenizer, texts, add_special_tokens, suffix_char_starts if accumulate == "suffix-only" else None)
     empty = np.flatnonzero(tok.lengths == 0)
     if empty.size:
@@ -106,7 +118,7 @@ def pooled_activations(model, tokenizer, texts: list[str], layer_ids: list[int],
     if accumulate == "suffix-only":
         warn_suffix_fallback(n_fallback, len(texts))
     return capture_pooled(model, tok, start, end, layer_ids, batch_size, pad_id=pad_token_id(tokenizer),
-                          progress=progress)
+                          progress=progress, norms=norms)
 
 
 def _buffer_writer(layer_ids: list[int], n: int):
@@ -124,6 +136,21 @@ def _buffer_writer(layer_ids: list[int], n: int):
         buf[slot_of[layer]].index_copy_(0, rows, pooled.to("cpu", torch.float32))
 
     return write, lambda: box.get("buf")
+
+
+def _norm_reader(norms: ResidualNormStats | None, positions: torch.Tensor, row_counts=None):
+    """on_input for TruncatedForward.run: the piece's tokens with their positions within
+    their strings (-1: pad) and how many strings each row stands for; None records nothing."""
+    if norms is None:
+        return None
+    return lambda j, hidden: norms.add(j, hidden, positions=positions, row_counts=row_counts)
+
+
+def _piece_positions(mask: torch.Tensor, offsets) -> torch.Tensor:
+    """[B, T] positions of a right-padded piece whose row b starts at position offsets[b]; -1 at pads."""
+    offs = torch.as_tensor(np.asarray(offsets, dtype=np.int64)).reshape(-1, 1)
+    pos = offs + torch.arange(mask.shape[1]).unsqueeze(0)
+    return torch.where(mask.to(torch.bool), pos, torch.full_like(pos, -1))
 
 
 class _NoBar:
@@ -166,7 +193,8 @@ def _sharing_verified(model, cap: TruncatedForward, tok: Tokenized, plan: ShareP
     return ok
 
 
-def _capture_plain(cap: TruncatedForward, tok: Tokenized, start, end, batch_size, pad_id, write, bar) -> None:
+def _capture_plain(cap: TruncatedForward, tok: Tokenized, start, end, batch_size, pad_id, write, bar,
+                   norms: ResidualNormStats | None = None) -> None:
     for rows in length_sorted_batches(tok.lengths, batch_size):
         ids, mask = pad_right(tok.input_ids, rows, pad_id)
         rows_t = torch.from_numpy(rows.astype(np.int64))
@@ -178,20 +206,22 @@ def _capture_plain(cap: TruncatedForward, tok: Tokenized, start, end, batch_size
                                         torch.from_numpy(end[rows]).to(hidden.device))
             write(j, rows_t, _ops.pool_spans(hidden, *spans[hidden.device]))
 
-        cap.run(ids, mask, on_hidden)
+        cap.run(ids, mask, on_hidden, on_input=_norm_reader(norms, _piece_positions(mask, np.zeros(len(rows)))))
         bar.update(len(rows))
 
 
 def _capture_shared(cap: TruncatedForward, plan: SharePlan, tok: Tokenized, start, end, batch_size, pad_id, write,
-                    bar) -> None:
+                    bar, norms: ResidualNormStats | None = None) -> None:
     ids_all, g = tok.input_ids, plan.root_len
     root_cache, root_sums = None, {}
     if g > 0:
         # Level 1: the root, once. root_sums[j]: [g + 1, D] running sums.
         root_cache = cap.new_cache()
         ids = torch.tensor([ids_all[0][:g]], dtype=torch.long)
+        # every string starts with the root: its tokens count once per string
         cap.run(ids, torch.ones_like(ids), lambda j, h: root_sums.__setitem__(j, _prefix_sums(h)[0]),
-                cache=root_cache, positions=torch.arange(g).unsqueeze(0))
+                cache=root_cache, positions=torch.arange(g).unsqueeze(0),
+                on_input=_norm_reader(norms, torch.arange(g).unsqueeze(0), [len(ids_all)]))
 
     def leaves(rows: np.ndarray, k: np.ndarray, grow: np.ndarray, gcache, gmask: torch.Tensor | None,
                acc: dict) -> None:
@@ -202,6 +232,7 @@ def _capture_shared(cap: TruncatedForward, plan: SharePlan, tok: Tokenized, star
         for sel in length_sorted_batches(own_len, batch_size):
             r, kk, gr = rows[sel], k[sel], grow[sel]
             ids, mask = pad_right([ids_all[s][kk_i:] for s, kk_i in zip(r, kk)], np.arange(len(r)), pad_id)
+            on_input = _norm_reader(norms, _piece_positions(mask, kk))
             a, e = start[r], end[r]
             cache = positions = None
             if gcache is not None:
@@ -225,7 +256,7 @@ def _capture_shared(cap: TruncatedForward, plan: SharePlan, tok: Tokenized, star
                     total += acc[j][idx.to(acc[j].device)].to(dev)
                 write(j, rows_t, total / count.to(dev, total.dtype))
 
-            cap.run(ids, mask, on_hidden, cache=cache, positions=positions)
+            cap.run(ids, mask, on_hidden, cache=cache, positions=positions, on_input=on_input)
             bar.update(len(r))
 
     # Level 2 + 3: groups in batches (bounded rows per forward and strings in flight).
@@ -264,7 +295,10 @@ def _capture_shared(cap: TruncatedForward, plan: SharePlan, tok: Tokenized, star
             acc[j] = sums[gi, ghi.to(dev)] - sums[gi, glo.to(dev)]           # [strings, D]
 
         positions = g + torch.arange(ids.shape[1]).unsqueeze(0).expand(len(chunk), -1)
-        cap.run(ids, gmask, on_group, cache=cache, positions=positions)
+        # a group's own prefix tokens count once per string of the group
+        on_input = _norm_reader(norms, _piece_positions(mask, np.full(len(chunk), g)),
+                                [len(plan.groups[c]) for c in chunk])
+        cap.run(ids, gmask, on_group, cache=cache, positions=positions, on_input=on_input)
         leaves(rows, k, grow, cache, gmask, acc)
 
     if len(plan.ungrouped):

@@ -15,6 +15,10 @@ read="input"   a forward pre-hook on layer i hands over the decoder layer input
 read="output"  what layer i returns, i.e. Hugging Face's hidden_states[i+1]. For
                the LAST layer that is the base model's final output (after the
                final norm), so it is read there and not from the layer.
+pre_read=True  (with read="output") ALSO a pre-hook on each requested layer: a
+               run given `on_input` hands it the decoder layer input of the same
+               forward (the residual-norm statistic is taken there, in the same
+               pass as the pooled outputs; activations/norms.py).
 
 The forward is aborted with `_StopForward` right after the deepest requested
 layer has run: later layers and the LM head never run. Callbacks only read; their return
@@ -116,7 +120,7 @@ class TruncatedForward:
     """Hooks on the requested layers for the life of a `with` block; `run` feeds
     one batch through the base model and hands each reading to `on_hidden`."""
 
-    def __init__(self, model, layer_ids, read: str = "output") -> None:
+    def __init__(self, model, layer_ids, read: str = "output", pre_read: bool = False) -> None:
         if read not in READ_POINTS:
             raise ValueError(f"read must be one of {READ_POINTS}, got {read!r}")
         self.base, layers = find_layers_and_base(model)
@@ -133,10 +137,14 @@ class TruncatedForward:
         self.device = input_device(model)
         self.cache_kw = cache_argument(self.base)
         self._on_hidden: OnHidden | None = None
+        self._on_input: OnHidden | None = None
         self._handles: list = []
         # hidden_states[L] is the base model's final output: read it there, the forward ends by itself
         self._read_final = read == "output" and self.deepest == n_layers - 1
         for lid in dict.fromkeys(self.layer_ids):
+            if pre_read and read == "output":
+                self._handles.append(layers[lid].register_forward_pre_hook(
+                    lambda _m, args, kwargs, lid=lid: self._pre_read(lid, args, kwargs), with_kwargs=True))
             if read == "input":
                 self._handles.append(layers[lid].register_forward_pre_hook(
                     lambda _m, args, kwargs, lid=lid: self._on_hidden(lid, hidden_from_args(args, kwargs)),
@@ -152,12 +160,18 @@ class TruncatedForward:
         else:  # registered after the reading hooks, so it runs after them
             self._handles.append(layers[self.deepest].register_forward_hook(_stop))
 
+    def _pre_read(self, lid: int, args: tuple, kwargs: dict) -> None:
+        if self._on_input is not None:
+            self._on_input(lid, hidden_from_args(args, kwargs))
+
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, on_hidden: OnHidden, cache=None,
-            positions: torch.Tensor | None = None) -> None:
-        """One forward of a batch; `cache` (with its `positions`) continues a KV cache."""
+            positions: torch.Tensor | None = None, on_input: OnHidden | None = None) -> None:
+        """One forward of a batch; `cache` (with its `positions`) continues a KV cache.
+        `on_input(layer, hidden_in)` (needs pre_read=True) also gets each requested layer's input."""
         if not self._handles:
             raise RuntimeError("TruncatedForward.run called outside its `with` block")
         self._on_hidden = on_hidden
+        self._on_input = on_input
         kwargs = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
         if cache is not None:
             kwargs.update({self.cache_kw: cache, "use_cache": True, "position_ids": positions.to(self.device)})
@@ -170,6 +184,7 @@ class TruncatedForward:
             return
         finally:
             self._on_hidden = None
+            self._on_input = None
         if not self._read_final:  # pragma: no cover - a base model that skips its layers
             raise RuntimeError(f"{type(self.base).__name__} returned without running layer {self.deepest}")
 

@@ -15,6 +15,13 @@ The rules (docs/formats.md, "Algebra"):
   `use_explained_variance=True` meaningful, not a fitted number.
 - Provenance: model fields are kept where all operands agree, `formula` records the expression,
   and `method` is kept only when every operand has the same one.
+- Residual norms (SteeringVector.residual_norms) describe the MODEL's residual stream at each
+  layer's input, not the vector, so they never scale: k * a, -a, a / k, normalized, to keep
+  them; layer selection keeps those of the selected layers. a + b and a - b: per layer of the
+  union, the mean of the operands' values at that layer (two measurements of the same stream
+  on different strings; a missing layer or operand contributes nothing); the result has None
+  when any of its layers has no value from either operand (a partial map would make
+  strength_unit="residual_norm" fail on some layers only).
 Any non-finite result raises ValueError. This module does not train or steer.
 """
 from __future__ import annotations
@@ -93,7 +100,33 @@ def combine(a, b, sign: int):
         ev[k] = max(vals) if vals else 0.0
     prov = _merged_provenance([a, b], f"({_label(a)}) {op} ({_label(b)})")
     return type(a)(model_type=a.model_type, directions=_finite(dirs, f"a {op} b"), explained_variances=ev,
-                   provenance=prov)
+                   provenance=prov, residual_norms=_merged_norms([a, b], layers))
+
+
+def _norms_of(vec) -> dict | None:
+    return getattr(vec, "residual_norms", None)
+
+
+def _merged_norms(vectors, layers) -> dict | None:
+    """Per layer the mean of the operands' residual norms there; None if a layer has none."""
+    out = {}
+    for k in layers:
+        vals = [float(n[k]) for n in map(_norms_of, vectors) if n is not None and k in n]
+        if not vals:
+            return None
+        out[k] = sum(vals) / len(vals)
+    return out
+
+
+def _kept_norms(a, layers=None) -> dict | None:
+    """a's residual norms (of `layers` only, when given); None when a has none."""
+    norms = _norms_of(a)
+    if norms is None:
+        return None
+    keys = list(a.directions) if layers is None else list(layers)
+    if any(k not in norms for k in keys):
+        return None
+    return {k: float(norms[k]) for k in keys}
 
 
 def check_scalar(k, what: str) -> float:
@@ -113,7 +146,7 @@ def scale(a, k: float, formula: str):
     prov = dict(a.provenance or {})
     prov["formula"] = formula[:4096]
     return type(a)(model_type=a.model_type, directions=_finite(dirs, formula),
-                   explained_variances=dict(a.explained_variances), provenance=prov)
+                   explained_variances=dict(a.explained_variances), provenance=prov, residual_norms=_kept_norms(a))
 
 
 def negate(a):
@@ -121,7 +154,7 @@ def negate(a):
     prov = dict(a.provenance or {})
     prov["formula"] = f"-({_label(a)})"[:4096]
     return type(a)(model_type=a.model_type, directions=dirs, explained_variances=dict(a.explained_variances),
-                   provenance=prov)
+                   provenance=prov, residual_norms=_kept_norms(a))
 
 
 def divide(a, k: float):
@@ -132,7 +165,7 @@ def divide(a, k: float):
     prov = dict(a.provenance or {})
     prov["formula"] = f"({_label(a)}) / {k!r}"[:4096]
     return type(a)(model_type=a.model_type, directions=_finite(dirs, f"a / {k!r}"),
-                   explained_variances=dict(a.explained_variances), provenance=prov)
+                   explained_variances=dict(a.explained_variances), provenance=prov, residual_norms=_kept_norms(a))
 
 
 def select(a, layer_ids):
@@ -156,7 +189,7 @@ def select(a, layer_ids):
         raise ValueError("layers() needs at least one layer id")
     return type(a)(model_type=a.model_type, directions={k: a.directions[k] for k in ids},
                    explained_variances={k: a.explained_variances[k] for k in ids if k in a.explained_variances},
-                   provenance=dict(a.provenance or {}))
+                   provenance=dict(a.provenance or {}), residual_norms=_kept_norms(a, ids))
 
 
 def slice_layers(a, sl: slice):
@@ -189,7 +222,7 @@ def normalized(a):
     prov = dict(a.provenance or {})
     prov["formula"] = f"normalized({_label(a)})"[:4096]
     return type(a)(model_type=a.model_type, directions=dirs, explained_variances=dict(a.explained_variances),
-                   provenance=prov)
+                   provenance=prov, residual_norms=_kept_norms(a))
 
 
 def cast(a, dtype):
@@ -208,7 +241,7 @@ def cast(a, dtype):
         dirs = {layer: np.asarray(d).astype(np_dtype) for layer, d in a.directions.items()}
     _finite(dirs, f"to({name})")
     return type(a)(model_type=a.model_type, directions=dirs, explained_variances=dict(a.explained_variances),
-                   provenance=dict(a.provenance or {}))
+                   provenance=dict(a.provenance or {}), residual_norms=_kept_norms(a))
 
 
 __all__ = ["combine", "scale", "negate", "divide", "select", "slice_layers", "normalized", "cast",

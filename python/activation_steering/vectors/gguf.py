@@ -16,7 +16,7 @@ decoder layer i, which is the output of block i-1. So our layer i <-> `direction
 Strength: a direction is stored as it is (never multiplied by a strength): steering here with
 `behavior_vector_strength=s` equals llama.cpp's `--control-vector-scaled FILE:s`.
 
-Everything else (our layer ids, explained variances, provenance) goes into metadata keys
+Everything else (our layer ids, explained variances, residual norms, provenance) goes into metadata keys
 under `activation_steering.`, never into tensors, so llama.cpp still loads the file. Files
 are read with the `gguf` package's reader; every problem becomes VectorFileError naming
 the file. This is not a reader for model GGUFs.
@@ -40,6 +40,7 @@ KEY_FORMAT = PREFIX + "format_version"
 KEY_MODEL_TYPE = PREFIX + "model_type"
 KEY_LAYERS = PREFIX + "layers"
 KEY_EV = PREFIX + "explained_variances"
+KEY_NORMS = PREFIX + "residual_norms"
 KEY_PROV = PREFIX + "provenance."
 KEY_MAPPING = PREFIX + "layer_mapping"
 MAPPING_TEXT = ("direction.K is added to the output of block K = the input of decoder layer K+1 "
@@ -63,7 +64,7 @@ def _resolve_layers(directions: dict, n_layers: int | None, path) -> list[tuple[
 
 
 def write_gguf(path: str | os.PathLike, model_type: str, directions: dict, explained_variances: dict,
-               provenance: dict) -> str:
+               provenance: dict, residual_norms: dict | None = None) -> str:
     """Write a llama.cpp control vector; returns the path written. Layers 0 and 1 are left out (warned)."""
     import gguf
 
@@ -83,6 +84,10 @@ def write_gguf(path: str | os.PathLike, model_type: str, directions: dict, expla
     for key, value in explained_variances.items():
         layer = int(key)
         ev_by_layer[layer + n_layers if layer < 0 and n_layers else layer] = float(value)
+    norm_by_layer = {}
+    for key, value in (residual_norms or {}).items():
+        layer = int(key)
+        norm_by_layer[layer + n_layers if layer < 0 and n_layers else layer] = float(value)
 
     writer = gguf.GGUFWriter(None, ARCH)
     writer.add_string(KEY_MODEL_HINT, model_type or "unknown")
@@ -95,6 +100,9 @@ def write_gguf(path: str | os.PathLike, model_type: str, directions: dict, expla
                          sub_type=gguf.GGUFValueType.INT32)
     if all(layer in ev_by_layer for layer, _ in kept):
         writer.add_key_value(KEY_EV, [ev_by_layer[layer] for layer, _ in kept], gguf.GGUFValueType.ARRAY,
+                             sub_type=gguf.GGUFValueType.FLOAT64)
+    if residual_norms is not None and all(layer in norm_by_layer for layer, _ in kept):
+        writer.add_key_value(KEY_NORMS, [norm_by_layer[layer] for layer, _ in kept], gguf.GGUFValueType.ARRAY,
                              sub_type=gguf.GGUFValueType.FLOAT64)
     for key, value in sorted(provenance.items()):
         if isinstance(value, str):
@@ -127,8 +135,9 @@ def _scalar(field):
 
 
 def read_gguf(path: str | os.PathLike, n_layers: int | None = None
-              ) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict]:
-    """(model_type, directions, explained_variances, provenance) from a control-vector GGUF.
+              ) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict, dict[int, float] | None]:
+    """(model_type, directions, explained_variances, provenance, residual_norms) from a
+    control-vector GGUF; residual_norms is None unless the file is ours and records them.
 
     `direction.K` becomes our layer K+1. The number of layers of the model it was made for
     comes from `n_layers`, else our provenance key, else (for files of llama.cpp's
@@ -243,10 +252,21 @@ def read_gguf(path: str | os.PathLike, n_layers: int | None = None
     if set(variances) != set(directions):
         # a foreign file records none: 0.0 means "not known" (see docs/formats.md)
         variances = {layer: variances.get(layer, 0.0) for layer in directions}
+    norms: dict[int, float] | None = None
+    norms_meta = meta.get(KEY_NORMS)
+    if norms_meta is not None:
+        if not (ours and isinstance(norms_meta, list) and len(norms_meta) == len(layers_meta)):
+            raise bad(f"{KEY_NORMS} must be a list aligned with {KEY_LAYERS}")
+        norm_of = {}
+        for layer, v in zip(layers_meta, norms_meta):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (np.isfinite(v) and v > 0):
+                raise bad(f"{KEY_NORMS}: the value for layer {layer} must be a finite number > 0, got {v!r:.40}")
+            norm_of[int(layer)] = float(v)
+        norms = {layer: norm_of[layer] for layer in directions}
     if n_layers is not None:
         prov.setdefault("n_layers", int(n_layers))
     prov.setdefault("hidden_size", int(dim))
-    return model_type, directions, variances, prov
+    return model_type, directions, variances, prov, norms
 
 
 __all__ = ["write_gguf", "read_gguf", "ARCH", "MAPPING_TEXT"]

@@ -3,7 +3,9 @@
     tensors:  "layers.<id>"  float32 [hidden_size]   (id = our layer id, may be negative)
     metadata: format = "activation_steering.steering_vector", format_version = "1",
               model_type, explained_variances (JSON {"<id>": float}), provenance (JSON),
-              layer_convention (read at a decoder layer's output, added at its input)
+              layer_convention (read at a decoder layer's output, added at its input),
+              residual_norms (JSON {"<id>": float}; only when the vector has them; older
+              files without it load with residual_norms None)
 
 safetensors files hold only a JSON header and raw little-endian numbers, so loading never
 executes code; the header is parsed by the safetensors library and our metadata strings by
@@ -30,7 +32,7 @@ _NAME = re.compile(r"layers\.(-?[0-9]{1,9})", re.ASCII)
 
 
 def write_safetensors(path: str | os.PathLike, model_type: str, directions: dict, explained_variances: dict,
-                      provenance: dict) -> str:
+                      provenance: dict, residual_norms: dict | None = None) -> str:
     """Write the file (atomically, parents created); returns the path written."""
     from safetensors.numpy import save
 
@@ -46,6 +48,9 @@ def write_safetensors(path: str | os.PathLike, model_type: str, directions: dict
         "provenance": json.dumps(provenance, sort_keys=True),
         "layer_convention": LAYER_CONVENTION,
     }
+    if residual_norms is not None:
+        metadata["residual_norms"] = json.dumps({str(int(k)): float(v) for k, v in residual_norms.items()},
+                                                allow_nan=False)
     blob = save(tensors, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -58,8 +63,10 @@ def write_safetensors(path: str | os.PathLike, model_type: str, directions: dict
     return str(path)
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict]:
-    """(model_type, directions, explained_variances, provenance) from our safetensors file."""
+def read_safetensors(path: str | os.PathLike
+                     ) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict, dict[int, float] | None]:
+    """(model_type, directions, explained_variances, provenance, residual_norms) from our safetensors
+    file; residual_norms is None when the file has none."""
     from safetensors import safe_open
 
     def bad(problem: str) -> VectorFileError:
@@ -112,6 +119,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[str, dict[int, np.ndarray
         order = strict_loads(metadata.get("layer_order", "null"))
         ev_raw = strict_loads(metadata["explained_variances"]) if "explained_variances" in metadata else None
         prov = strict_loads(metadata.get("provenance", "{}"))
+        norms_raw = strict_loads(metadata["residual_norms"]) if "residual_norms" in metadata else None
     except JSONProblem as exc:
         raise bad(f"metadata {exc}") from None
     if ev_raw is None:
@@ -143,7 +151,13 @@ def read_safetensors(path: str | os.PathLike) -> tuple[str, dict[int, np.ndarray
         prov = clean(prov, "provenance")
     except (TypeError, ValueError) as exc:
         raise bad(f"metadata {exc}") from None
-    return model_type, {k: raw[k] for k in layers}, {k: ev[k] for k in layers}, prov
+    from .svec import _Reject, parse_residual_norms
+
+    try:
+        norms = parse_residual_norms(norms_raw, layers)
+    except _Reject as exc:
+        raise bad(f"metadata {exc}") from None
+    return model_type, {k: raw[k] for k in layers}, {k: ev[k] for k in layers}, prov, norms
 
 
 __all__ = ["write_safetensors", "read_safetensors", "FORMAT"]

@@ -3,20 +3,24 @@
     {"model_type": "llama",
      "directions": {"0": [0.0123, ...], "1": [...]},
      "explained_variances": {"0": 0.41, "1": 0.37},
-     "provenance": {"model_id": "...", "hidden_size": 576, ...}}     <- optional, ours
+     "provenance": {"model_id": "...", "hidden_size": 576, ...},     <- optional, ours
+     "residual_norms": {"0": 2.8, "1": 44.6}}                       <- optional, ours
 
 Writing: each float32 component is written as the shortest decimal of the
 float64 holding it exactly (Python's repr), so reading it back and casting to
 float32 gives the same bits. The file is written to a temporary name and then
 renamed, so a crash never leaves a half-written .svec behind. Readers that know
-only the first three keys ignore "provenance".
+only the first three keys ignore "provenance" and "residual_norms" (the median
+residual-stream norm per layer at the decoder layer input, activations/norms.py;
+absent in files written before it existed, which load with residual_norms None).
 
 Reading never executes code (json only, through strict_json) and checks everything:
 valid UTF-8 JSON object no deeper than 64 levels, no key twice in any object, no
 integer longer than 40 digits and no number that overflows, the three keys, layer
 keys of ASCII digits (optional '-') within +-1,000,000 and each layer once, numeric
 finite float32 values, one direction length for all layers, the same layers in both
-maps, provenance of str/int values. Any problem is VectorFileError (a ValueError)
+maps, provenance of str/int values, residual_norms (when present) a finite
+positive number for exactly the directions' layers. Any problem is VectorFileError (a ValueError)
 that names the file and the problem.
 """
 from __future__ import annotations
@@ -95,15 +99,42 @@ def check_vector(model_type: str, directions: dict, explained_variances: dict) -
     return dirs, ev
 
 
+def check_residual_norms(residual_norms, directions: dict) -> dict[int, float] | None:
+    """None, or {layer: float} with a finite value > 0 for exactly the layers of `directions`
+    (already checked); ValueError/TypeError naming the problem."""
+    if residual_norms is None:
+        return None
+    if not isinstance(residual_norms, dict):
+        raise TypeError(f"residual_norms must be a dict {{layer id: float}} or None, got {type(residual_norms).__name__}")
+    out: dict[int, float] = {}
+    for key, value in residual_norms.items():
+        layer = _layer_key(key)
+        if layer in out:
+            raise ValueError(f"residual_norms names layer {layer} twice")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"residual norm for layer {layer} must be a number, got {type(value).__name__}")
+        v = float(value)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"residual norm for layer {layer} must be finite and > 0, got {v!r}")
+        out[layer] = v
+    if set(out) != set(directions):
+        raise ValueError(f"residual_norms must have exactly the layers of directions: {sorted(out)} vs "
+                         f"{sorted(directions)} (set it to None when unknown)")
+    return {k: out[k] for k in directions}
+
+
 def write_svec(path: Path, model_type: str, directions: dict, explained_variances: dict,
-               provenance: dict | None = None) -> str:
+               provenance: dict | None = None, residual_norms: dict | None = None) -> str:
     """Write checked data to `path` (atomically, parents created); returns the path."""
     dirs, ev = check_vector(model_type, directions, explained_variances)
+    norms = check_residual_norms(residual_norms, dirs)
     data = {"model_type": model_type,
             "directions": {str(k): [float(x) for x in v] for k, v in dirs.items()},  # float32 -> float64 exact
             "explained_variances": {str(k): ev[k] for k in dirs}}
     if provenance:
         data["provenance"] = dict(provenance)
+    if norms is not None:
+        data["residual_norms"] = {str(k): norms[k] for k in dirs}
     text = json.dumps(data, allow_nan=False, separators=(",", ":"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +177,30 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def read_svec(path) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict]:
-    """(model_type, directions, explained_variances, provenance) from an existing .svec file."""
+def parse_residual_norms(raw, layers) -> dict[int, float] | None:
+    """residual_norms from a file's decoded JSON value (None: absent); raises _Reject.
+    Shared by the .svec and .safetensors readers."""
+    if raw is None:
+        return None
+    values = _parse_layers(raw, "residual_norms")
+    if set(values) != set(layers):
+        raise _Reject(f'"residual_norms" layers {sorted(values)} differ from "directions" layers {sorted(layers)}')
+    out: dict[int, float] = {}
+    for layer in layers:
+        v = values[layer]
+        try:
+            ok = _is_number(v) and math.isfinite(float(v)) and float(v) > 0
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise _Reject(f"residual norm for layer {layer} must be a finite number > 0, got {v!r:.40}")
+        out[layer] = float(v)
+    return out
+
+
+def read_svec(path) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict, dict[int, float] | None]:
+    """(model_type, directions, explained_variances, provenance, residual_norms) from an existing .svec
+    file; residual_norms is None when the file has none (older files)."""
     path = Path(path)
     try:
         try:
@@ -220,9 +273,10 @@ def read_svec(path) -> tuple[str, dict[int, np.ndarray], dict[int, float], dict]
             provenance = clean(provenance, '"provenance"')
         except (TypeError, ValueError) as exc:
             raise _Reject(str(exc)) from None
+        norms = parse_residual_norms(data.get("residual_norms"), list(directions))
     except _Reject as exc:
         raise VectorFileError(path, str(exc), "svec") from None
-    return model_type, directions, explained, provenance
+    return model_type, directions, explained, provenance, norms
 
 
 def load_svec(file_path) -> tuple[str, dict[int, np.ndarray], dict[int, float]]:
@@ -230,5 +284,5 @@ def load_svec(file_path) -> tuple[str, dict[int, np.ndarray], dict[int, float]]:
     path = svec_path(file_path)
     if not path.is_file():
         raise FileNotFoundError(f"no steering vector file at {str(path)!r}")
-    model_type, directions, explained, _ = read_svec(path)
+    model_type, directions, explained, _, _ = read_svec(path)
     return model_type, directions, explained
