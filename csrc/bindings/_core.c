@@ -494,11 +494,16 @@ error:
  *   A vector tuple is
  *     (name, layer_name, value_name, keys int64[A], directions [A] (anything
  *      numpy converts to float32), evr float64[A], has_evr uint8[A],
- *      use_layers int64[U], value (strength or threshold), use_evr, smaller, last)
+ *      use_layers int64[U], value (strength or threshold), use_evr, smaller, last
+ *      [, op, op_name, unit, unit_name, norms float64[A] or None,
+ *         has_norms uint8[A] or None])
+ *   (the last six: behaviours' as_plan_op / as_plan_unit codes and the residual
+ *   norm per key; a 12-tuple means AS_OP_ADD in AS_UNIT_ABSOLUTE).
  *   The result holds the per-layer tables of as_plan.h: cond_offsets [L+1],
  *   cond_rows [Uc, D] f32, cond_index [Uc], cond_thresholds [Uc] f32,
  *   cond_codes [Uc, 3], beh_offsets [L+1], beh_rows [Ub, D] f32, beh_index [Ub],
- *   beh_tables [Ub, S] u8, layer_gated [L] u8. Every check is the core's. */
+ *   beh_tables [Ub, S] u8, beh_dirs [Ub, D] f32, beh_modes [Ub] int64,
+ *   layer_gated [L] u8. Every check is the core's. */
 typedef struct {
     PyObject *refs;            /* list keeping every converted array alive */
     as_plan_vector_t *vecs;
@@ -528,17 +533,19 @@ static void *plan_alloc(PyObject *refs, size_t bytes) {
 
 /* Convert one vector tuple into *v (arrays kept alive by `refs`). */
 static int plan_vector(PyObject *refs, PyObject *tup, const char *what, Py_ssize_t i, as_plan_vector_t *v) {
-    PyObject *keys_o, *dirs_o, *evr_o, *has_o, *use_o;
-    const char *name, *layer_name, *value_name;
+    PyObject *keys_o, *dirs_o, *evr_o, *has_o, *use_o, *norm_o = Py_None, *has_norm_o = Py_None;
+    const char *name, *layer_name, *value_name, *op_name = NULL, *unit_name = NULL;
     double value;
-    int use_evr, smaller, last;
+    int use_evr, smaller, last, op = 0, unit = 0;
     memset(v, 0, sizeof *v);
-    if (!PyTuple_Check(tup) ||
-        !PyArg_ParseTuple(tup, "sssOOOOOdiii", &name, &layer_name, &value_name, &keys_o, &dirs_o, &evr_o, &has_o,
-                          &use_o, &value, &use_evr, &smaller, &last)) {
+    if (!PyTuple_Check(tup) || (PyTuple_GET_SIZE(tup) != 12 && PyTuple_GET_SIZE(tup) != 18) ||
+        !PyArg_ParseTuple(tup, "sssOOOOOdiii|isisOO", &name, &layer_name, &value_name, &keys_o, &dirs_o, &evr_o,
+                          &has_o, &use_o, &value, &use_evr, &smaller, &last, &op, &op_name, &unit, &unit_name,
+                          &norm_o, &has_norm_o)) {
         if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "plan_compile: %s[%zd] must be a 12-tuple (see the docstring)", what, i);
+            PyErr_Format(PyExc_TypeError, "plan_compile: %s[%zd] must be a 12-tuple or an 18-tuple (see the docstring)", what,
+                         i);
         }
         return -1;
     }
@@ -555,6 +562,22 @@ static int plan_vector(PyObject *refs, PyObject *tup, const char *what, Py_ssize
     if (PyArray_DIM(keys, 0) != A || PyArray_DIM(evr, 0) != A || PyArray_DIM(has, 0) != A) {
         raise_arg(AS_ERR_INVALID_ARG, name, "plan_compile: %s: keys, directions, evr and has_evr differ in length", name);
         return -1;
+    }
+    PyArrayObject *norms = NULL, *has_norms = NULL;
+    if ((norm_o == Py_None) != (has_norm_o == Py_None)) {
+        raise_arg(AS_ERR_INVALID_ARG, name, "plan_compile: %s: norms and has_norms are given together or not at all",
+                  name);
+        return -1;
+    }
+    if (norm_o != Py_None) {
+        norms = plan_keep(refs, as_array(norm_o, NPY_FLOAT64, 1, "norms"));
+        has_norms = norms ? plan_keep(refs, as_array(has_norm_o, NPY_UINT8, 1, "has_norms")) : NULL;
+        if (!has_norms) return -1;
+        if (PyArray_DIM(norms, 0) != A || PyArray_DIM(has_norms, 0) != A) {
+            raise_arg(AS_ERR_INVALID_ARG, name, "plan_compile: %s: norms and has_norms must have one entry per key",
+                      name);
+            return -1;
+        }
     }
     int64_t *ndim = plan_alloc(refs, (size_t)A * sizeof(int64_t));
     int64_t *shape = plan_alloc(refs, (size_t)A * 2 * sizeof(int64_t));
@@ -594,6 +617,12 @@ static int plan_vector(PyObject *refs, PyObject *tup, const char *what, Py_ssize
     v->use_evr = use_evr != 0;
     v->smaller = smaller != 0;
     v->last = last != 0;
+    v->op = op;
+    v->op_name = op_name; /* owned by the tuple, like name */
+    v->unit = unit;
+    v->unit_name = unit_name;
+    v->avail_norm = norms ? (const double *)PyArray_DATA(norms) : NULL;
+    v->avail_has_norm = has_norms ? (const uint8_t *)PyArray_DATA(has_norms) : NULL;
     return 0;
 }
 
@@ -621,7 +650,7 @@ static PyObject *py_plan_compile(PyObject *self, PyObject *args) {
     PyObject *beh_obj, *cond_obj, *tables_obj;
     PyObject *refs = NULL, *res = NULL;
     PyArrayObject *tables = NULL;
-    PyArrayObject *o[10] = {NULL};
+    PyArrayObject *o[12] = {NULL};
     if (!PyArg_ParseTuple(args, "LLOOO:plan_compile", &n_layers, &hidden, &beh_obj, &cond_obj, &tables_obj)) return NULL;
     if (n_layers < 1 || hidden < 1)
         return raise_arg(AS_ERR_INVALID_ARG, "n_layers", "n_layers and hidden_size must be >= 1, got %lld and %lld",
@@ -662,7 +691,9 @@ static PyObject *py_plan_compile(PyObject *self, PyObject *args) {
     o[7] = (PyArrayObject *)PyArray_SimpleNew(1, d_b, NPY_INT64);
     o[8] = (PyArrayObject *)PyArray_SimpleNew(2, d_tab, NPY_UINT8);
     o[9] = (PyArrayObject *)PyArray_SimpleNew(1, d_l, NPY_UINT8);
-    for (int i = 0; i < 10; i++)
+    o[10] = (PyArrayObject *)PyArray_SimpleNew(2, d_brow, NPY_FLOAT32);
+    o[11] = (PyArrayObject *)PyArray_SimpleNew(1, d_b, NPY_INT64);
+    for (int i = 0; i < 12; i++)
         if (!o[i]) goto error;
     as_plan_input_t in = {
         .n_layers = n_layers, .hidden_size = hidden, .n_behaviors = beh.n, .behaviors = beh.vecs,
@@ -673,7 +704,7 @@ static PyObject *py_plan_compile(PyObject *self, PyObject *args) {
         .cond_offsets = PyArray_DATA(o[0]), .cond_rows = PyArray_DATA(o[1]), .cond_index = PyArray_DATA(o[2]),
         .cond_thresholds = PyArray_DATA(o[3]), .cond_codes = PyArray_DATA(o[4]), .beh_offsets = PyArray_DATA(o[5]),
         .beh_rows = PyArray_DATA(o[6]), .beh_index = PyArray_DATA(o[7]), .beh_tables = PyArray_DATA(o[8]),
-        .layer_gated = PyArray_DATA(o[9]),
+        .layer_gated = PyArray_DATA(o[9]), .beh_dirs = PyArray_DATA(o[10]), .beh_modes = PyArray_DATA(o[11]),
     };
     as_error_t e;
     as_status st;
@@ -685,13 +716,14 @@ static PyObject *py_plan_compile(PyObject *self, PyObject *args) {
         goto error;
     }
     /* Rows beyond the counts written (layers repeated by one vector) are cut off. */
-    static const char *keys[10] = {"cond_offsets", "cond_rows", "cond_index", "cond_thresholds", "cond_codes",
-                                   "beh_offsets", "beh_rows", "beh_index", "beh_tables", "layer_gated"};
+    static const char *keys[12] = {"cond_offsets", "cond_rows", "cond_index", "cond_thresholds",
+                                   "cond_codes",   "beh_offsets", "beh_rows",  "beh_index",
+                                   "beh_tables",   "layer_gated", "beh_dirs",  "beh_modes"};
     res = PyDict_New();
     if (!res) goto error;
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < 12; i++) {
         PyObject *val = (PyObject *)o[i];
-        const int is_cond = i >= 1 && i <= 4, is_beh = i >= 6 && i <= 8;
+        const int is_cond = i >= 1 && i <= 4, is_beh = (i >= 6 && i <= 8) || i >= 10;
         if (is_cond || is_beh) {
             PyObject *stop = PyLong_FromLongLong((long long)(is_cond ? out.n_cond_rows : out.n_beh_rows));
             PyObject *sl = stop ? PySlice_New(NULL, stop, NULL) : NULL;
@@ -710,12 +742,12 @@ static PyObject *py_plan_compile(PyObject *self, PyObject *args) {
         Py_DECREF(val);
         if (rc < 0) goto error;
     }
-    for (int i = 0; i < 10; i++) Py_DECREF(o[i]);
+    for (int i = 0; i < 12; i++) Py_DECREF(o[i]);
     Py_XDECREF(tables);
     Py_DECREF(refs);
     return res;
 error:
-    for (int i = 0; i < 10; i++) Py_XDECREF(o[i]);
+    for (int i = 0; i < 12; i++) Py_XDECREF(o[i]);
     Py_XDECREF(tables);
     Py_XDECREF(refs);
     Py_XDECREF(res);
@@ -850,8 +882,9 @@ static PyMethodDef core_methods[] = {
     {"plan_compile", py_plan_compile, METH_VARARGS,
      "plan_compile(n_layers, hidden_size, behaviors, conditions, tables) -> dict of per-layer tables: "
      "cond_offsets, cond_rows, cond_index, cond_thresholds, cond_codes, beh_offsets, beh_rows, beh_index, "
-     "beh_tables, layer_gated (see as_plan.h). A vector is None (behaviours only) or the tuple (name, layer_name, "
-     "value_name, keys, directions, evr, has_evr, use_layers, value, use_evr, smaller, last)."},
+     "beh_tables, layer_gated, beh_dirs, beh_modes (see as_plan.h). A vector is None (behaviours only) or the tuple "
+     "(name, layer_name, value_name, keys, directions, evr, has_evr, use_layers, value, use_evr, smaller, last[, op, "
+     "op_name, unit, unit_name, norms, has_norms])."},
     /* extraction methods beyond PCA */
     {"methods_fit", (PyCFunction)(void (*)(void))py_methods_fit, METH_VARARGS | METH_KEYWORDS,
      "methods_fit(rows[L, 2P, D] or [2P, D] float32, method, normalize=True, probe_l2=1.0, probe_standardize=False, "
@@ -869,9 +902,17 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
     PyObject *m = PyModule_Create(&core_module);
-    if (m && PyModule_AddIntConstant(m, "MAX_CONDITIONS", AS_MAX_CONDITIONS) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
+    /* the codes plan_compile takes and returns (as_plan.h): one definition, read by steering/plan.py */
+    static const struct { const char *name; long value; } constants[] = {
+        {"MAX_CONDITIONS", AS_MAX_CONDITIONS}, {"OP_ADD", AS_OP_ADD}, {"OP_ABLATE", AS_OP_ABLATE},
+        {"OP_ABLATE_THEN_ADD", AS_OP_ABLATE_THEN_ADD}, {"UNIT_ABSOLUTE", AS_UNIT_ABSOLUTE},
+        {"UNIT_RESIDUAL_NORM", AS_UNIT_RESIDUAL_NORM}, {"UNIT_TOKEN_NORM", AS_UNIT_TOKEN_NORM},
+        {"MODE_ADD", AS_MODE_ADD}, {"MODE_ABLATE", AS_MODE_ABLATE}, {"MODE_TOKEN_NORM", AS_MODE_TOKEN_NORM},
+    };
+    for (size_t i = 0; m && i < sizeof constants / sizeof constants[0]; i++)
+        if (PyModule_AddIntConstant(m, constants[i].name, constants[i].value) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
     return m;
 }

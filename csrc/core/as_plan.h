@@ -21,6 +21,12 @@
  *     (a strength of 1e39 overflows float32: refused here)
  *   - a condition direction is not all zeros (0/0 never fires)       INVALID_ARG
  *   - a requested explained variance exists                          INVALID_ARG
+ *   - a behaviour's operator is one of as_plan_op and its strength
+ *     unit one of as_plan_unit (argument = op_name / unit_name)       INVALID_ARG
+ *   - an ablated direction is not all zeros (d = v/|v|)              INVALID_ARG
+ *   - AS_UNIT_RESIDUAL_NORM on a behaviour that adds: the vector
+ *     records a finite residual norm > 0 for every requested layer
+ *     (argument = unit_name)                                         INVALID_ARG
  * and the error record (as_core.h) says which vector (argument = its name,
  * index = its position among the behaviours or the conditions), which layer,
  * and the message names the vector's, layer list's and strength's/threshold's
@@ -37,8 +43,16 @@
  *   cond_codes[Uc, 3]   int64 (1 << j, comparator 1 = smaller / 0 = larger,
  *                       pooling 1 = last / 0 = mean): the op's codes
  *   beh_offsets[L+1]    its behaviour rows, likewise
- *   beh_rows[Ub, D]     float32 (float)((scale * evr) * (double)direction),
- *                       computed in double and rounded once
+ *   beh_rows[Ub, D]     float32 (float)((scale * evr * norm) * (double)direction),
+ *                       computed in double and rounded once; norm is the
+ *                       layer's residual norm for AS_UNIT_RESIDUAL_NORM, else
+ *                       1; all zeros for AS_OP_ABLATE (nothing is added)
+ *   beh_dirs[Ub, D]     float32 unit direction d = v/|v| (|v| in double) for a
+ *                       row that ablates; all zeros for AS_OP_ADD rows
+ *   beh_modes[Ub]       int64 bits, the op's per-row modes: AS_MODE_ADD (adds
+ *                       its row), AS_MODE_ABLATE (removes (h.d) d), and
+ *                       AS_MODE_TOKEN_NORM (the added row is multiplied by the
+ *                       position's own residual norm |h|, AS_UNIT_TOKEN_NORM)
  *   beh_index[Ub]       0-based behaviour k of each row (behaviours in order;
  *                       a behaviour no rule can switch on has no rows)
  *   beh_tables[Ub, S]   uint8 0/1: row's truth table over condition bitmasks
@@ -55,6 +69,25 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* A behaviour's operator (docs/semantics.md, "Operators"). */
+typedef enum {
+    AS_OP_ADD = 1,             /* h + s v                 */
+    AS_OP_ABLATE = 2,          /* h - (h.d) d, d = v/|v|  */
+    AS_OP_ABLATE_THEN_ADD = 3  /* h - (h.d) d + s v       */
+} as_plan_op;
+
+/* A behaviour's strength unit (docs/strength_units.md). */
+typedef enum {
+    AS_UNIT_ABSOLUTE = 0,      /* s v                                     */
+    AS_UNIT_RESIDUAL_NORM = 1, /* s * residual_norms[layer] * v           */
+    AS_UNIT_TOKEN_NORM = 2     /* s * |h| * v, |h| per position (the op)  */
+} as_plan_unit;
+
+/* Bits of beh_modes, the steer_layer op's per-behaviour modes (ops.cpp). */
+#define AS_MODE_ADD 1
+#define AS_MODE_ABLATE 2
+#define AS_MODE_TOKEN_NORM 4
 
 /* One vector in one role. A = n_avail, U = n_use. */
 typedef struct {
@@ -77,6 +110,13 @@ typedef struct {
     int last;                       /* conditions: pooling "last" (else "mean")             */
     const char *value_name;         /* argument of the strength (behaviours) or threshold
                                        (conditions), e.g. "behavior_vector_strengths[0]"  */
+    /* Behaviours only; a zeroed struct means AS_OP_ADD in AS_UNIT_ABSOLUTE:              */
+    int op;                         /* as_plan_op; 0 reads as AS_OP_ADD                      */
+    const char *op_name;            /* its argument, e.g. "behavior_operators[1]" (or NULL) */
+    int unit;                       /* as_plan_unit                                         */
+    const char *unit_name;          /* its argument, e.g. "strength_unit" (or NULL)         */
+    const double *avail_norm;       /* [A] residual norm at each key's layer, or NULL       */
+    const uint8_t *avail_has_norm;  /* [A] 1 when the vector records that norm, or NULL     */
 } as_plan_vector_t;
 
 typedef struct {
@@ -99,6 +139,8 @@ typedef struct {
     float *beh_rows;         /* [Ub, D] */
     int64_t *beh_index;      /* [Ub]    */
     uint8_t *beh_tables;     /* [Ub, S] */
+    float *beh_dirs;         /* [Ub, D] */
+    int64_t *beh_modes;      /* [Ub]    */
     uint8_t *layer_gated;    /* [L]     */
     int64_t n_cond_rows;     /* out: Uc */
     int64_t n_beh_rows;      /* out: Ub */

@@ -32,6 +32,28 @@ static void list_layers(const as_plan_vector_t *v, int64_t L, char *buf, size_t 
     free(keys);
 }
 
+/* A behaviour's operator (a zeroed struct means AS_OP_ADD) and the names of its
+ * operator / unit arguments (the vector's own name when the caller gave none). */
+static int beh_op(const as_plan_vector_t *v) { return v->op == 0 ? AS_OP_ADD : v->op; }
+static const char *op_arg(const as_plan_vector_t *v) { return v->op_name ? v->op_name : v->name; }
+static const char *unit_arg(const as_plan_vector_t *v) { return v->unit_name ? v->unit_name : "strength_unit"; }
+
+/* |d| in double (0 for an all-zero direction). */
+static double dir_norm(const float *d, int64_t D) {
+    double ss = 0.0;
+    for (int64_t k = 0; k < D; k++) ss += (double)d[k] * (double)d[k];
+    return sqrt(ss);
+}
+
+/* The per-layer scalar a behaviour row is multiplied by: strength, times the
+ * explained variance (use_evr), times the layer's residual norm
+ * (AS_UNIT_RESIDUAL_NORM). Pass 1 has checked that what it reads exists. */
+static double row_scale(const as_plan_vector_t *v, int64_t a) {
+    double s = v->scale * (v->use_evr ? v->avail_evr[a] : 1.0);
+    if (v->unit == AS_UNIT_RESIDUAL_NORM) s *= v->avail_norm[a];
+    return s;
+}
+
 /* Pass 1 for one vector. lay[u]: the model layer of use u (-1: a repeat, skipped);
  * src[u]: the direction it uses. idx: position among behaviours / conditions. */
 static as_status check_vector(const as_plan_input_t *in, const as_plan_vector_t *v, int64_t idx, int is_cond,
@@ -55,6 +77,23 @@ static as_status check_vector(const as_plan_input_t *in, const as_plan_vector_t 
     if (is_cond && !isfinite(v->threshold))
         return as_error_set(err, AS_ERR_NONFINITE, v->value_name, idx, -1, "the threshold is NaN or Inf",
                             "%s must be finite, got %g", v->value_name, v->threshold);
+    const int op = beh_op(v);
+    if (!is_cond && op != AS_OP_ADD && op != AS_OP_ABLATE && op != AS_OP_ABLATE_THEN_ADD)
+        return as_error_set(err, AS_ERR_INVALID_ARG, op_arg(v), idx, -1, "unknown operator",
+                            "%s: unknown operator code %d; use \"add\" (%d), \"ablate\" (%d) or "
+                            "\"ablate_then_add\" (%d)",
+                            op_arg(v), op, AS_OP_ADD, AS_OP_ABLATE, AS_OP_ABLATE_THEN_ADD);
+    if (!is_cond && v->unit != AS_UNIT_ABSOLUTE && v->unit != AS_UNIT_RESIDUAL_NORM && v->unit != AS_UNIT_TOKEN_NORM)
+        return as_error_set(err, AS_ERR_INVALID_ARG, unit_arg(v), idx, -1, "unknown strength unit",
+                            "%s: unknown strength unit code %d; use \"absolute\" (%d), \"residual_norm\" (%d) or "
+                            "\"token_norm\" (%d)",
+                            unit_arg(v), v->unit, AS_UNIT_ABSOLUTE, AS_UNIT_RESIDUAL_NORM, AS_UNIT_TOKEN_NORM);
+    const int adds = !is_cond && (op & AS_OP_ADD), ablates = !is_cond && (op & AS_OP_ABLATE);
+    if (adds && v->unit == AS_UNIT_RESIDUAL_NORM && (!v->avail_norm || !v->avail_has_norm))
+        return as_error_set(err, AS_ERR_INVALID_ARG, unit_arg(v), idx, -1, "the vector records no residual norms",
+                            "%s = \"residual_norm\" needs %s.residual_norms, which this vector does not have (a "
+                            "file from before it was recorded); retrain the vector, or use %s = \"absolute\"",
+                            unit_arg(v), v->name, unit_arg(v));
     /* keys: normalised, never two for one layer */
     for (int64_t a = 0; a < v->n_avail; a++) {
         const int64_t ka = v->avail_layers[a] < 0 ? v->avail_layers[a] + L : v->avail_layers[a];
@@ -122,21 +161,33 @@ static as_status check_vector(const as_plan_input_t *in, const as_plan_vector_t 
                              "%s at layer %lld: the direction is all zeros, so the condition similarity is 0/0 and "
                              "the condition never fires; use a trained condition vector",
                              v->name, (long long)l);
-        if (!is_cond) {
-            double evr = 1.0;
+        if (ablates && !(dir_norm(d, D) > 0.0))
+            return PLAN_FAIL(AS_ERR_INVALID_ARG, v, idx, l, "the ablated direction is all zeros",
+                             "%s at layer %lld: the direction is all zeros, so there is no direction to ablate "
+                             "(d = v/|v| is 0/0); use a trained vector or %s = \"add\"",
+                             v->name, (long long)l, op_arg(v));
+        if (adds && v->unit == AS_UNIT_RESIDUAL_NORM) {
+            const double nrm = v->avail_has_norm[found] ? v->avail_norm[found] : NAN;
+            if (!(isfinite(nrm) && nrm > 0.0))
+                return as_error_set(err, AS_ERR_INVALID_ARG, unit_arg(v), idx, l,
+                                    "no residual norm for this layer",
+                                    "%s = \"residual_norm\": %s.residual_norms has no finite norm > 0 for layer %lld; "
+                                    "retrain the vector on this layer, or use %s = \"absolute\"",
+                                    unit_arg(v), v->name, (long long)l, unit_arg(v));
+        }
+        if (adds) {
             if (v->use_evr) {
                 if (!v->avail_has_evr[found])
                     return PLAN_FAIL(AS_ERR_INVALID_ARG, v, idx, l, "no explained variance for this layer",
                                      "%s has no explained variance for layer %lld; pass use_explained_variance=False",
                                      v->name, (long long)l);
-                evr = v->avail_evr[found];
-                if (!isfinite(evr))
+                if (!isfinite(v->avail_evr[found]))
                     return PLAN_FAIL(AS_ERR_NONFINITE, v, idx, l, "the explained variance is NaN or Inf",
                                      "%s at layer %lld: the explained variance is NaN or Inf; fix or retrain the "
                                      "vector",
                                      v->name, (long long)l);
             }
-            const double s = v->scale * evr;
+            const double s = row_scale(v, found);
             for (int64_t k = 0; k < D; k++)
                 if (!isfinite((float)(s * (double)d[k])))
                     return as_error_set(err, AS_ERR_NONFINITE, v->value_name, idx, l, "the scaled vector overflows float32",
@@ -179,7 +230,7 @@ as_status as_plan_compile(const as_plan_input_t *in, as_plan_t *out, as_error_t 
     }
     if (!out->cond_offsets || !out->beh_offsets || !out->layer_gated ||
         (total > 0 && (!out->cond_rows || !out->cond_index || !out->cond_thresholds || !out->cond_codes ||
-                       !out->beh_rows || !out->beh_index || !out->beh_tables)))
+                       !out->beh_rows || !out->beh_index || !out->beh_tables || !out->beh_dirs || !out->beh_modes)))
         return as_error_set(err, AS_ERR_INVALID_ARG, NULL, -1, -1, "missing output arrays", "plan: missing output arrays");
     int64_t *lay = malloc((size_t)(total > 0 ? total : 1) * sizeof *lay);
     int64_t *src = malloc((size_t)(total > 0 ? total : 1) * sizeof *src);
@@ -235,10 +286,17 @@ as_status as_plan_compile(const as_plan_input_t *in, as_plan_t *out, as_error_t 
             for (int64_t u = 0; live && u < v->n_use; u++) {
                 if (lay[off + u] != l) continue;
                 const int64_t a = src[off + u];
-                const double s = v->scale * (v->use_evr ? v->avail_evr[a] : 1.0);
+                const int op = beh_op(v), adds = op & AS_OP_ADD, ablates = op & AS_OP_ABLATE;
+                const double s = adds ? row_scale(v, a) : 0.0;
+                const double inv = ablates ? 1.0 / dir_norm(v->avail_data[a], D) : 0.0;
                 const float *d = v->avail_data[a];
-                float *row = out->beh_rows + ub * D;
-                for (int64_t i = 0; i < D; i++) row[i] = (float)(s * (double)d[i]);
+                float *row = out->beh_rows + ub * D, *unit = out->beh_dirs + ub * D;
+                for (int64_t i = 0; i < D; i++) {
+                    row[i] = adds ? (float)(s * (double)d[i]) : 0.0f;
+                    unit[i] = ablates ? (float)((double)d[i] * inv) : 0.0f;
+                }
+                out->beh_modes[ub] = (adds ? AS_MODE_ADD : 0) | (ablates ? AS_MODE_ABLATE : 0) |
+                                     (adds && v->unit == AS_UNIT_TOKEN_NORM ? AS_MODE_TOKEN_NORM : 0);
                 out->beh_index[ub] = k;
                 for (int64_t q = 0; q < S; q++) out->beh_tables[ub * S + q] = tab ? (tab[q] ? 1 : 0) : 1;
                 if (tab && !table_all(tab, S)) out->layer_gated[l] = 1;

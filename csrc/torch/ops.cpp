@@ -133,23 +133,80 @@ static void evaluate_conditions(const at::Tensor &hidden, at::Tensor &state, con
     state.bitwise_or_(met.to(at::kLong).mul(codes.select(1, 0)).sum(1));
 }
 
-/* 2. Gated behaviours: out = hidden + sum_k gate[k, b] * v[k], in order k. */
-static at::Tensor add_gated_behaviours(const at::Tensor &hidden, const at::Tensor &state, const at::Tensor &v,
-                                       const std::optional<at::Tensor> &tables) {
-    const auto B = hidden.size(0), D = hidden.size(2), M = v.size(0);
-    std::optional<at::Tensor> gate;  // [M, B] in hidden's dtype
-    if (tables.has_value()) gate = tables->index_select(1, state).to(hidden.scalar_type());  // no copy when already so
-    at::Tensor out = hidden;
+/* The per-behaviour modes (beh_modes): bits of as_plan.h's AS_MODE_* (the plan
+ * compiler writes them; a test checks the two definitions agree). */
+static constexpr int64_t MODE_ADD = 1, MODE_ABLATE = 2, MODE_TOKEN_NORM = 4;
+
+/* gate[k, b] = beh_tables[k, state[b]] in `dtype` (0/1), or nullopt: always on. */
+static std::optional<at::Tensor> gate_of(const at::Tensor &state, const std::optional<at::Tensor> &tables,
+                                         at::ScalarType dtype) {
+    if (!tables.has_value()) return std::nullopt;
+    return tables->index_select(1, state).to(dtype);  // [M, B]; no copy when already so
+}
+
+/* 2. Ablation (directional ablation; behaviours with MODE_ABLATE), in order k:
+ *    h <- h - (h . d_k) d_k on the rows whose gate is on, every position, with
+ *    d_k the unit direction (dirs[k], float32). The projection is computed in
+ *    float32 and the result cast back once to x's dtype; rows whose gate is off
+ *    are taken from x unchanged (bit for bit). */
+static at::Tensor ablate_gated_directions(const at::Tensor &x, const std::optional<at::Tensor> &gate,
+                                          const at::Tensor &dirs, at::IntArrayRef modes) {
+    const auto B = x.size(0), D = x.size(2);
+    at::Tensor xf = x.to(at::kFloat);
+    for (int64_t k = 0; k < (int64_t)modes.size(); k++) {
+        if (!(modes[k] & MODE_ABLATE)) continue;
+        auto dk = dirs.select(0, k);                                                    // [D] float32
+        auto ablated = xf.sub(at::matmul(xf, dk).unsqueeze(-1).mul(dk.view({1, 1, D})));  // [B, T, D]
+        xf = gate.has_value() ? at::where(gate->select(0, k).ne(0).view({B, 1, 1}), ablated, xf) : ablated;
+    }
+    return xf.to(x.scalar_type());
+}
+
+/* 3. Gated additions: out = x + sum_k gate[k, b] * a_k, in order k, over the
+ *    behaviours that add (MODE_ADD; every behaviour when modes is empty), where
+ *    a_k = v[k], or |h| * v[k] with MODE_TOKEN_NORM (|h|: `norms`, the float32 L2
+ *    norm of each position of the layer's input, [B, T]; the product is taken in
+ *    float32 and cast once to x's dtype, and a row whose gate is off keeps x). */
+static at::Tensor add_gated_behaviours(const at::Tensor &x, const std::optional<at::Tensor> &gate, const at::Tensor &v,
+                                       at::IntArrayRef modes, const std::optional<at::Tensor> &norms) {
+    const auto B = x.size(0), D = x.size(2), M = v.size(0);
+    at::Tensor out = x;
     for (int64_t k = 0; k < M; k++) {
+        const int64_t mode = modes.empty() ? MODE_ADD : modes[k];
+        if (!(mode & MODE_ADD)) continue;
         auto vk = v.select(0, k).view({1, 1, D});
-        out = gate.has_value() ? at::addcmul(out, gate->select(0, k).view({B, 1, 1}), vk) : at::add(out, vk);
+        if (mode & MODE_TOKEN_NORM) {
+            auto term = norms->unsqueeze(-1).mul(vk.to(at::kFloat)).to(x.scalar_type());  // [B, T, D]
+            out = gate.has_value() ? at::where(gate->select(0, k).ne(0).view({B, 1, 1}), out.add(term), out)
+                                   : out.add(term);
+        } else {
+            out = gate.has_value() ? at::addcmul(out, gate->select(0, k).view({B, 1, 1}), vk) : at::add(out, vk);
+        }
     }
     return out;
 }
 
-/* 3. OOI preventive normalisation: rows where some real position grew in norm or
+/* Steps 2 and 3 on x (hidden, or hidden in float32 for half-precision OOI):
+ * every gated ablation first, then every gated addition (docs/semantics.md,
+ * "Operators"). `hidden` is the layer's input, whose norms MODE_TOKEN_NORM reads. */
+static at::Tensor apply_behaviours(const at::Tensor &hidden, const at::Tensor &x, const at::Tensor &state,
+                                   const at::Tensor &v, const std::optional<at::Tensor> &tables,
+                                   const std::optional<at::Tensor> &dirs, at::IntArrayRef modes) {
+    bool any_ablate = false, any_token_norm = false;
+    for (auto m : modes) {
+        any_ablate |= (m & MODE_ABLATE) != 0;
+        any_token_norm |= (m & MODE_TOKEN_NORM) != 0;
+    }
+    auto gate = gate_of(state, tables, x.scalar_type());
+    std::optional<at::Tensor> norms;
+    if (any_token_norm) norms = at::linalg_vector_norm(hidden.to(at::kFloat), 2, {-1}, false, std::nullopt);  // [B, T]
+    auto y = any_ablate ? ablate_gated_directions(x, gate, *dirs, modes) : x;
+    return add_gated_behaviours(y, gate, v, modes, norms);
+}
+
+/* 4. OOI preventive normalisation: rows where some real position grew in norm or
  *    became non-finite are rescaled, every position, to their norms before step 2.
- *    `wide` is step 2's sum computed in float32 when hidden is half precision
+ *    `wide` is steps 2-3's result computed in float32 when hidden is half precision
  *    (fp16/bf16), so a sum that overflows the narrow dtype is still rescaled from
  *    finite values (inf * 0 would give NaN); hidden's own dtype otherwise. */
 static at::Tensor ooi_normalise(const at::Tensor &hidden, const at::Tensor &wide, const std::optional<at::Tensor> &real) {
@@ -167,7 +224,8 @@ static at::Tensor ooi_normalise(const at::Tensor &hidden, const at::Tensor &wide
 
 /* steer_layer(hidden[B,T,D], state[B] int64 (MUTATED), token_mask[B,T]?,
  *             cond_dirs[K,D] f32?, cond_thresholds[K] f32?, cond_codes[K,3] int64?,
- *             beh_vecs[M,D] (hidden's dtype)?, beh_tables[M,S]?, ooi) -> [B,T,D]
+ *             beh_vecs[M,D] (hidden's dtype)?, beh_tables[M,S]?, ooi,
+ *             beh_dirs[M,D] f32?, beh_modes int[M]?) -> [B,T,D]
  *
  * One call per steered decoder layer, on the layer's input h_in:
  * 1. evaluate_conditions (when cond_dirs is given; the hook passes them on a
@@ -175,20 +233,25 @@ static at::Tensor ooi_normalise(const at::Tensor &hidden, const at::Tensor &wide
  *    condition_similarity op), met -> state[b] |= cond_codes[k, 0] (the bit
  *    1 << j of condition j), in place on the device. cond_codes[k] = (bit,
  *    comparator 1 = smaller / 0 = larger, pooling 1 = last / 0 = mean).
- * 2. add_gated_behaviours (when beh_vecs is given), using the state AFTER
+ * 2. ablate_gated_directions (behaviours whose beh_modes[k] has MODE_ABLATE),
+ *    then 3. add_gated_behaviours (those with MODE_ADD; all of them when
+ *    beh_modes is None, which is the plain ActAdd path), using the state AFTER
  *    step 1: gate[k, b] = beh_tables[k, state[b]] (a truth table over condition
  *    bitmasks, as_rules.h; uint8, bool, or 0/1 already in hidden's dtype, which
  *    saves a conversion per call), or 1 when beh_tables is None. gate is 0 or 1,
  *    so an active behaviour adds exactly (h + v), an inactive one leaves h bit
- *    for bit.
- * 3. ooi_normalise (ooi, behaviour layers only), per row, norms and rescale in
+ *    for bit. beh_dirs[k] is behaviour k's unit direction (read only when it
+ *    ablates); MODE_TOKEN_NORM adds |h| * v[k] instead of v[k], |h| the norm of
+ *    the position in the layer's input (float32).
+ * 4. ooi_normalise (ooi, behaviour layers only), per row, norms and rescale in
  *    float32, then cast back.
  * Returns a new contiguous tensor (a copy of hidden when no behaviour is given).
  * No value is read back to the host. */
 at::Tensor steer_layer(const at::Tensor &hidden, at::Tensor &state, const std::optional<at::Tensor> &token_mask,
                        const std::optional<at::Tensor> &cond_dirs, const std::optional<at::Tensor> &cond_thresholds,
                        const std::optional<at::Tensor> &cond_codes, const std::optional<at::Tensor> &beh_vecs,
-                       const std::optional<at::Tensor> &beh_tables, bool ooi) {
+                       const std::optional<at::Tensor> &beh_tables, bool ooi,
+                       const std::optional<at::Tensor> &beh_dirs, at::OptionalIntArrayRef beh_modes) {
     auto real = real_tokens("steer_layer", hidden, token_mask);
     const auto B = hidden.size(0), D = hidden.size(2);
     const auto dev = hidden.device();
@@ -218,13 +281,36 @@ at::Tensor steer_layer(const at::Tensor &hidden, at::Tensor &state, const std::o
                         "on the hidden state's device");
         }
     }
+    const at::IntArrayRef modes = beh_modes.has_value() ? *beh_modes : at::IntArrayRef();
+    if (beh_modes.has_value()) {
+        TORCH_CHECK(beh_vecs.has_value() && (int64_t)modes.size() == beh_vecs->size(0),
+                    "steer_layer: beh_modes needs beh_vecs and one mode per behaviour row, got ", modes.size());
+        bool any_ablate = false;
+        for (auto m : modes) {
+            TORCH_CHECK(m >= 1 && m <= 7 && (m & (MODE_ADD | MODE_ABLATE)) && (!(m & MODE_TOKEN_NORM) || (m & MODE_ADD)),
+                        "steer_layer: beh_modes entries are bits ADD=1 | ABLATE=2 | TOKEN_NORM=4 (TOKEN_NORM only with "
+                        "ADD), got ", m);
+            any_ablate |= (m & MODE_ABLATE) != 0;
+        }
+        if (any_ablate) {
+            TORCH_CHECK(beh_dirs.has_value(), "steer_layer: a behaviour that ablates needs beh_dirs");
+            const auto &d = *beh_dirs;
+            TORCH_CHECK(d.dim() == 2 && d.size(0) == beh_vecs->size(0) && d.size(1) == D &&
+                            d.scalar_type() == at::kFloat && d.device() == dev,
+                        "steer_layer: beh_dirs must be float32 [M, ", D, "] on the hidden state's device, got ",
+                        d.sizes(), " ", d.scalar_type());
+        }
+    }
 
     if (cond_dirs.has_value()) evaluate_conditions(hidden, state, real, *cond_dirs, *cond_thresholds, *cond_codes);
     if (!beh_vecs.has_value() || beh_vecs->size(0) == 0) return hidden.clone(at::MemoryFormat::Contiguous);
-    if (!ooi) return add_gated_behaviours(hidden, state, *beh_vecs, beh_tables).contiguous();
+    if (!ooi) return apply_behaviours(hidden, hidden, state, *beh_vecs, beh_tables, beh_dirs, modes).contiguous();
     if (!c10::isReducedFloatingType(hidden.scalar_type()))
-        return ooi_normalise(hidden, add_gated_behaviours(hidden, state, *beh_vecs, beh_tables), real).contiguous();
-    auto wide = add_gated_behaviours(hidden.to(at::kFloat), state, beh_vecs->to(at::kFloat), beh_tables);
+        return ooi_normalise(hidden, apply_behaviours(hidden, hidden, state, *beh_vecs, beh_tables, beh_dirs, modes),
+                             real)
+            .contiguous();
+    auto wide = apply_behaviours(hidden, hidden.to(at::kFloat), state, beh_vecs->to(at::kFloat), beh_tables, beh_dirs,
+                                 modes);
     return ooi_normalise(hidden, wide, real).contiguous();
 }
 
@@ -234,7 +320,8 @@ TORCH_LIBRARY(activation_steering, m) {
     m.def("pool_spans(Tensor hidden, Tensor start, Tensor end) -> Tensor");
     m.def("condition_similarity(Tensor hidden, Tensor? token_mask, Tensor cond_dirs, Tensor cond_codes) -> Tensor");
     m.def("steer_layer(Tensor hidden, Tensor(a!) state, Tensor? token_mask, Tensor? cond_dirs, Tensor? cond_thresholds, "
-          "Tensor? cond_codes, Tensor? beh_vecs, Tensor? beh_tables, bool ooi) -> Tensor");
+          "Tensor? cond_codes, Tensor? beh_vecs, Tensor? beh_tables, bool ooi, Tensor? beh_dirs=None, "
+          "int[]? beh_modes=None) -> Tensor");
 }
 
 /* Written with ATen ops only, so ONE registration serves every backend (CPU,

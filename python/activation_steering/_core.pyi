@@ -14,4 +14,15 @@ def condsearch_grid(sims: np.ndarray, labels: np.ndarray, max_combine: int, thre
 def condsearch_exact(sims: np.ndarray, labels: np.ndarray, max_combine: int, return_per_combo: bool = ...) -> Any: ...
 def rules_compile(*args: Any) -> Any: ...
 def plan_compile(*args: Any) -> Any: ...
+
+MAX_CONDITIONS: int
+OP_ADD: int
+OP_ABLATE: int
+OP_ABLATE_THEN_ADD: int
+UNIT_ABSOLUTE: int
+UNIT_RESIDUAL_NORM: int
+UNIT_TOKEN_NORM: int
+MODE_ADD: int
+MODE_ABLATE: int
+MODE_TOKEN_NORM: int
 def __getattr__(name: str) -> Any: ...

@@ -80,6 +80,8 @@ class LeashLayer:
                              f"a smaller strength or run the model in float32")
         self.beh_vecs = beh_vecs
         self.beh_tables = to(p.beh_tables, dtype)  # 0/1 in the hidden dtype: the op gates without a cast
+        self.beh_dirs = to(p.beh_dirs)             # float32 unit directions: ablation projects in float32
+        self.beh_modes = None if p.beh_modes is None else list(p.beh_modes)
 
     def __call__(self, module, args, kwargs):
         ctx = self.ctx
@@ -132,7 +134,8 @@ class LeashLayer:
         c_dirs, c_thr, c_codes = self.cond if evaluate else (None, None, None)
         out = _ops.steer_layer(hidden, gate, mask, c_dirs, c_thr, c_codes,
                                self.beh_vecs if behave else None, self.beh_tables if behave else None,
-                               self.ooi and behave)
+                               self.ooi and behave, self.beh_dirs if behave else None,
+                               self.beh_modes if behave else None)
         if evaluate and ctx.record:
             ctx.snapshots[self.layer_id] = state.clone()
         if ctx.verbose:  # only when LeashLayer logging is on: the sims are recomputed for the log
@@ -150,10 +153,11 @@ class LeashLayer:
         if self.ooi and T > 1:
             # OOI decides per decode step, and each generated position was (or stands for) its own step
             out = _ops.steer_layer(hidden.reshape(B * T, 1, D), state.repeat_interleave(T), None, None, None, None,
-                                   self.beh_vecs, self.beh_tables, True)
+                                   self.beh_vecs, self.beh_tables, True, self.beh_dirs, self.beh_modes)
             out = out.reshape(B, T, D)
         else:
-            out = _ops.steer_layer(hidden, state, None, None, None, None, self.beh_vecs, self.beh_tables, self.ooi)
+            out = _ops.steer_layer(hidden, state, None, None, None, None, self.beh_vecs, self.beh_tables, self.ooi,
+                                   self.beh_dirs, self.beh_modes)
         if self.ctx.verbose:
             self._log(False, False, True, state)
         return out

@@ -172,20 +172,47 @@ class MalleableModel:
               condition_vector_threshold: float | None = None, condition_comparator_threshold_is: str = "larger",
               condition_threshold_comparison_mode: str = "mean", use_explained_variance: bool = False,
               use_ooi_preventive_normalization: bool = False, apply_behavior_on_first_call: bool = True,
-              **kwargs: Any) -> None:
-        """Steer with one behaviour vector (ActAdd), optionally only when one condition is met (CAST).
+              behavior_operator: str = "add", strength_unit: str = "absolute", **kwargs: Any) -> None:
+        """Steer with one behaviour vector (ActAdd or directional ablation), optionally only when one
+        condition is met (CAST).
 
-        At each behaviour layer's input, `strength * v[layer]` (float `[D]`, in the
-        layer's dtype) is added to the residual stream of every position of the rows
-        whose condition is met. The condition is decided once per prompt, on the
-        prompt pass, from the pooled hidden state `h` at the condition layers:
-        `sim = cos(h, tanh(proj_c h))` (the CAST paper's similarity); "larger" means
-        met when `sim < threshold`, "smaller" when `sim > threshold`.
+        At each behaviour layer's input h (the residual stream, float `[D]` per
+        position), for every position of the rows whose condition is met:
+
+        - `behavior_operator="add"` (ActAdd, the default): `h + s * v[layer]`;
+        - `"ablate"`: `h - (h . d) d` with `d = v[layer] / |v[layer]|`, which removes
+          the direction (Arditi et al. 2024, refusal-direction ablation); strength,
+          strength unit and explained variance play no part (ablation is strength-free);
+        - `"ablate_then_add"`: `h - (h . d) d + s * v[layer]` (the stream's component
+          along d is replaced by exactly `s * v`).
+
+        `s` is the strength in `strength_unit`: `"absolute"` (the default) adds
+        `strength * v`; `"residual_norm"` adds `strength * vector.residual_norms[layer]
+        * v` (strength 0.1 = 10% of the recorded median residual norm at that layer);
+        `"token_norm"` adds `strength * |h| * v`, `|h|` the position's own norm before
+        this layer's steering (scale-free). See docs/strength_units.md.
+
+        The condition is decided once per prompt, on the prompt pass, from the
+        pooled hidden state `h` at the condition layers: `sim = cos(h, tanh(proj_c h))`
+        (the CAST paper's similarity); "larger" means met when `sim < threshold`,
+        "smaller" when `sim > threshold`.
+
+        Examples:
+            Refuse harmful prompts only, and remove the refusal direction everywhere else
+            is a `multisteer` rule pair (see there); with `steer` alone::
+
+                model.steer(behavior_vector=refusal, behavior_layer_ids=[10, 11, 12],
+                            behavior_operator="ablate")             # never refuse
+                model.steer(behavior_vector=refusal, behavior_layer_ids=[10, 11, 12],
+                            behavior_vector_strength=0.1, strength_unit="residual_norm")
+                model.steer(behavior_vector=refusal, behavior_layer_ids=[10, 11, 12],
+                            behavior_vector_strength=0.05, strength_unit="token_norm")
 
         Args:
             behavior_vector: the behaviour SteeringVector; None installs only the condition.
             behavior_layer_ids: decoder layer ids to steer (negative ids count from the end).
-            behavior_vector_strength: the scale `alpha` (unitless).
+            behavior_vector_strength: the scale `s`, in `strength_unit` (unitless for
+                "absolute"; a fraction of a residual-stream norm for the relative units).
             condition_vector: the condition SteeringVector, or None for unconditional steering.
             condition_layer_ids: layers whose pooled states are compared (required with a condition).
             condition_vector_threshold: the similarity threshold (required with a condition).
@@ -195,14 +222,23 @@ class MalleableModel:
             use_ooi_preventive_normalization: rescale steered rows whose norm grows (or goes
                 non-finite) back to the unsteered norm.
             apply_behavior_on_first_call: also steer the prompt pass (True) or only generated tokens.
+            behavior_operator: "add", "ablate" or "ablate_then_add" (above).
+            strength_unit: "absolute", "residual_norm" or "token_norm" (above).
+
+        Returns:
+            None. The steering is installed on the wrapped model (hooks), replacing any
+            previous steering.
 
         Raises:
             ValueError: a layer id out of range, a vector of the wrong hidden size or
-                missing layers, an unknown comparator or mode, NaN/Inf in a vector.
+                missing layers, an unknown comparator, mode, operator or strength unit,
+                NaN/Inf in a vector, an all-zero direction to ablate, or
+                `strength_unit="residual_norm"` with a vector that records no residual
+                norm for a steered layer (retrain it, or use "absolute").
             TypeError: an unexpected keyword argument or a wrongly typed one.
 
-        Replaces any previous steering. Every argument is validated before any hook
-        changes, so an exception leaves the model as it was.
+        Every argument is validated before any hook changes, so an exception leaves
+        the model as it was.
         """
         self._reject_unknown(kwargs, "steer")
         plan = build_steer_plan(
@@ -210,7 +246,8 @@ class MalleableModel:
             behavior_vector_strength, condition_vector, condition_layer_ids, condition_vector_threshold,
             condition_comparator_threshold_is, condition_threshold_comparison_mode, use_explained_variance,
             use_ooi_preventive_normalization, apply_behavior_on_first_call,
-            config=getattr(self._as_wrapped_model, "config", None))
+            config=getattr(self._as_wrapped_model, "config", None), behavior_operator=behavior_operator,
+            strength_unit=strength_unit)
         self._install(plan)
         if plan.apply_behavior_on_first_call:
             early = plan.early_behavior_layers()  # from the validated plan: nothing after the swap may raise
@@ -227,12 +264,27 @@ class MalleableModel:
                    condition_comparator_threshold_is: Sequence[str], rules: Sequence[str],
                    condition_threshold_comparison_modes: Sequence[str] | None = None,
                    use_explained_variance: bool = False, use_ooi_preventive_normalization: bool = False,
-                   apply_behavior_on_first_call: bool = True, **kwargs: Any) -> None:
+                   apply_behavior_on_first_call: bool = True, behavior_operators: Sequence[str] | None = None,
+                   strength_unit: str | Sequence[str] = "absolute", **kwargs: Any) -> None:
         """Several behaviours B1..Bm switched by rules over conditions C1..Cn.
 
         Each rule reads `if <expr> then B<k>` with C<j> combined by and / or / not and
-        parentheses; behaviour k is added for a row when any rule targeting it holds
-        for that row. Replaces any previous steering; validated before any change.
+        parentheses; behaviour k is applied (added, ablated, or both: its operator) for
+        a row when any rule targeting it holds for that row. At one layer, the
+        applied ablations run first, in behaviour order, then the applied additions
+        (docs/semantics.md, "Operators"). Replaces any previous steering; validated
+        before any change.
+
+        Example (refuse harmful prompts; remove the refusal direction from the rest)::
+
+            model.multisteer(behavior_vectors=[refusal, refusal],
+                             behavior_layer_ids=[[10, 11, 12], [10, 11, 12]],
+                             behavior_vector_strengths=[8.0, 1.0],
+                             condition_vectors=[harmful], condition_layer_ids=[[5]],
+                             condition_vector_thresholds=[0.04],
+                             condition_comparator_threshold_is=["smaller"],
+                             rules=["if C1 then B1", "if not C1 then B2"],
+                             behavior_operators=["add", "ablate"])
 
         Args:
             behavior_vectors: B1..Bm.
@@ -247,11 +299,19 @@ class MalleableModel:
             use_explained_variance: as in `steer`.
             use_ooi_preventive_normalization: as in `steer`.
             apply_behavior_on_first_call: as in `steer`.
+            behavior_operators: one of "add" / "ablate" / "ablate_then_add" per behaviour
+                (as `steer`'s `behavior_operator`); None: all "add".
+            strength_unit: "absolute" / "residual_norm" / "token_norm" for every
+                behaviour, or a list of one per behaviour (as in `steer`).
+
+        Returns:
+            None. The steering is installed on the wrapped model.
 
         Raises:
             ValueError: mismatched list lengths, a malformed rule or one naming a missing
-                C<j>/B<k>, or any of `steer`'s errors.
-            TypeError: an unexpected keyword argument.
+                C<j>/B<k>, an unknown operator or unit (naming `behavior_operators[k]` /
+                `strength_unit[k]`), or any of `steer`'s errors.
+            TypeError: an unexpected keyword argument, or a str for `behavior_operators`.
         """
         self._reject_unknown(kwargs, "multisteer")
         plan = build_multisteer_plan(
@@ -259,7 +319,8 @@ class MalleableModel:
             behavior_vector_strengths, condition_vectors, condition_layer_ids, condition_vector_thresholds,
             condition_comparator_threshold_is, rules, condition_threshold_comparison_modes, use_explained_variance,
             use_ooi_preventive_normalization, apply_behavior_on_first_call,
-            config=getattr(self._as_wrapped_model, "config", None))
+            config=getattr(self._as_wrapped_model, "config", None), behavior_operators=behavior_operators,
+            strength_unit=strength_unit)
         self._install(plan)
 
     def reset_leash_to_default(self) -> None:

@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from ..oracles import ops as _reference
+from ..oracles.ops import MODE_ABLATE, MODE_ADD, MODE_TOKEN_NORM
 
 from . import build as _build
 
@@ -61,6 +62,21 @@ def _check_conditions(op: str, hidden, cond_dirs, cond_codes) -> None:
            f"{cond_codes.dtype}")
 
 
+def _check_modes(op: str, hidden, beh_vecs, beh_dirs, beh_modes) -> None:
+    """beh_modes: one MODE_* bit set per behaviour row; beh_dirs [M, D] float32 when one ablates."""
+    _check(beh_vecs is not None and len(beh_modes) == beh_vecs.shape[0], op,
+           f"beh_modes needs beh_vecs and one mode per behaviour row, got {len(beh_modes)}")
+    for m in beh_modes:
+        _check(1 <= m <= 7 and bool(m & (MODE_ADD | MODE_ABLATE)) and (not m & MODE_TOKEN_NORM or bool(m & MODE_ADD)),
+               op, f"beh_modes entries are bits ADD=1 | ABLATE=2 | TOKEN_NORM=4 (TOKEN_NORM only with ADD), got {m}")
+    if any(m & MODE_ABLATE for m in beh_modes):
+        _check(beh_dirs is not None, op, "a behaviour that ablates needs beh_dirs")
+        _check(beh_dirs.dim() == 2 and beh_dirs.shape[0] == beh_vecs.shape[0] and beh_dirs.shape[1] == hidden.shape[2]
+               and beh_dirs.dtype == torch.float32 and beh_dirs.device == hidden.device, op,
+               f"beh_dirs must be float32 [M, {hidden.shape[2]}] on the hidden state's device, got "
+               f"{tuple(beh_dirs.shape)} {beh_dirs.dtype}")
+
+
 if HAVE_COMPILED_OPS:
 
     @torch.library.register_fake("activation_steering::pool_spans")
@@ -79,7 +95,8 @@ if HAVE_COMPILED_OPS:
         return hidden.new_empty((hidden.shape[0], cond_dirs.shape[0]), dtype=torch.float32)
 
     @torch.library.register_fake("activation_steering::steer_layer")
-    def _steer_layer_fake(hidden, state, token_mask, cond_dirs, cond_thresholds, cond_codes, beh_vecs, beh_tables, ooi):
+    def _steer_layer_fake(hidden, state, token_mask, cond_dirs, cond_thresholds, cond_codes, beh_vecs, beh_tables, ooi,
+                          beh_dirs=None, beh_modes=None):
         op = "steer_layer"
         _check_hidden_mask(op, hidden, token_mask)
         b, _, d = hidden.shape
@@ -103,6 +120,8 @@ if HAVE_COMPILED_OPS:
                        and beh_tables.dtype in (torch.uint8, torch.bool, hidden.dtype), op,
                        "beh_tables must be [M, 2^C] of 0/1 (uint8, bool or the hidden state's dtype) on the hidden "
                        "state's device")
+        if beh_modes is not None:
+            _check_modes(op, hidden, beh_vecs, beh_dirs, beh_modes)
         return torch.empty_like(hidden, memory_format=torch.contiguous_format)
 
 
@@ -134,17 +153,24 @@ def condition_similarity(hidden: torch.Tensor, token_mask: torch.Tensor | None, 
 
 def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Tensor | None,
                 cond_dirs: torch.Tensor | None, cond_thresholds: torch.Tensor | None, cond_codes: torch.Tensor | None,
-                beh_vecs: torch.Tensor | None, beh_tables: torch.Tensor | None, ooi: bool) -> torch.Tensor:
-    """One steered decoder layer: conditions into `state` (in place), gated behaviours, OOI.
+                beh_vecs: torch.Tensor | None, beh_tables: torch.Tensor | None, ooi: bool,
+                beh_dirs: torch.Tensor | None = None, beh_modes: list[int] | None = None) -> torch.Tensor:
+    """One steered decoder layer: conditions into `state` (in place), gated ablations and additions, OOI.
 
-    See ops.cpp `steer_layer` for the contract. The compiled op has no autograd
-    formula, so when gradients are being recorded through `hidden` the pure-torch
-    twin runs instead (autograd then flows through plain torch ops).
+    See ops.cpp `steer_layer` for the contract. beh_dirs[M, D] float32 (unit
+    directions, read for behaviours that ablate) and beh_modes (M ints of
+    MODE_ADD | MODE_ABLATE | MODE_TOKEN_NORM) are None for plain ActAdd. The
+    compiled op has no autograd formula, so when gradients are being recorded
+    through `hidden` the pure-torch twin runs instead (autograd then flows
+    through plain torch ops).
     """
     if HAVE_COMPILED_OPS and not (hidden.requires_grad and torch.is_grad_enabled()):
+        if beh_modes is None:  # the plain ActAdd call, exactly as before the operators existed
+            return torch.ops.activation_steering.steer_layer(hidden, state, token_mask, cond_dirs, cond_thresholds,
+                                                             cond_codes, beh_vecs, beh_tables, ooi)
         return torch.ops.activation_steering.steer_layer(hidden, state, token_mask, cond_dirs, cond_thresholds,
-                                                         cond_codes, beh_vecs, beh_tables, ooi)
+                                                         cond_codes, beh_vecs, beh_tables, ooi, beh_dirs, beh_modes)
     if not HAVE_COMPILED_OPS:
         _warn_fallback()
     return _reference.steer_layer(hidden, state, token_mask, cond_dirs, cond_thresholds, cond_codes, beh_vecs,
-                                  beh_tables, ooi)
+                                  beh_tables, ooi, beh_dirs, beh_modes)

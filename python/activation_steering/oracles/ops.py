@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 
+# Bits of a behaviour's mode (beh_modes), as in ops.cpp and as_plan.h AS_MODE_*.
+MODE_ADD, MODE_ABLATE, MODE_TOKEN_NORM = 1, 2, 4
+
 
 def pool_spans(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     """hidden[B, T, D], start/end[B] int64 -> float32[B, D]: mean of hidden[b, start[b]:end[b]]."""
@@ -47,15 +50,21 @@ def condition_similarity(hidden: torch.Tensor, token_mask: torch.Tensor | None, 
 
 def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Tensor | None,
                 cond_dirs: torch.Tensor | None, cond_thresholds: torch.Tensor | None, cond_codes: torch.Tensor | None,
-                beh_vecs: torch.Tensor | None, beh_tables: torch.Tensor | None, ooi: bool) -> torch.Tensor:
+                beh_vecs: torch.Tensor | None, beh_tables: torch.Tensor | None, ooi: bool,
+                beh_dirs: torch.Tensor | None = None, beh_modes: list[int] | None = None) -> torch.Tensor:
     """One steered decoder layer, row by row (twin of ops.cpp steer_layer; see its comment).
 
     hidden[B, T, D]; state[B] int64 condition bitmasks, updated IN PLACE;
     token_mask[B, T] (nonzero = real token) or None (all real);
     cond_dirs[K, D] float32, cond_thresholds[K] float32, cond_codes[K, 3] int64
     (bit value, comparator 1=smaller, pooling 1=last); beh_vecs[M, D] in hidden's
-    dtype; beh_tables[M, 2^C] uint8 truth tables or None (always on). Returns the
-    steered hidden state as a new tensor.
+    dtype; beh_tables[M, 2^C] uint8 truth tables or None (always on);
+    beh_dirs[M, D] float32 unit directions (read for behaviours that ablate);
+    beh_modes: M ints of MODE_* bits, or None (every behaviour adds). Per row, the
+    gated behaviours that ablate go first, h <- h - (h.d) d in float32, in order;
+    then those that add, in order: h + v, or h + |h_in| * v (MODE_TOKEN_NORM, the
+    product in float32, |h_in| the norm of the layer's input at that position).
+    Returns the steered hidden state as a new tensor.
     """
     from ..conditions.similarity import condition_met, condition_similarity
 
@@ -74,10 +83,24 @@ def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Ten
         return out
     # with OOI, half-precision rows are summed in float32 (an overflowing sum is still rescaled from finite values)
     wide = torch.float32 if ooi and hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
+    modes = [MODE_ADD] * beh_vecs.shape[0] if beh_modes is None else [int(m) for m in beh_modes]
     for b in range(B):
         row = hidden[b].to(wide)
+        on = [beh_tables is None or bool(beh_tables[k, int(state[b])]) for k in range(beh_vecs.shape[0])]
+        if any(on[k] and modes[k] & MODE_ABLATE for k in range(len(modes))):
+            flat = row.to(torch.float32)
+            for k in range(len(modes)):
+                if on[k] and modes[k] & MODE_ABLATE:
+                    d = beh_dirs[k].to(torch.float32)
+                    flat = flat - (flat @ d).unsqueeze(-1) * d                  # h - (h.d) d, every position
+            row = flat.to(wide)
+        norm_in = hidden[b].to(torch.float32).norm(dim=-1)                      # [T], |h| before this layer's steering
         for k in range(beh_vecs.shape[0]):
-            if beh_tables is None or bool(beh_tables[k, int(state[b])]):
+            if not on[k] or not modes[k] & MODE_ADD:
+                continue
+            if modes[k] & MODE_TOKEN_NORM:
+                row = row + (norm_in.unsqueeze(-1) * beh_vecs[k].to(torch.float32)).to(wide)
+            else:
                 row = row + beh_vecs[k].to(wide)
         if ooi and beh_vecs.shape[0] > 0:
             pre = hidden[b].to(torch.float32).norm(dim=-1)                      # [T]

@@ -14,7 +14,10 @@ result holds, for each decoder layer that has work, exactly the arguments of the
 what only that dtype can reveal (`check_finite_in`).
 
 Conditions are numbered C1..Cn (bit j-1 of a row's condition bitmask) and
-behaviours B1..Bm. `steer` is the special case of one behaviour and at most one
+behaviours B1..Bm. Each behaviour has an operator ("add", "ablate",
+"ablate_then_add") and a strength unit ("absolute", "residual_norm",
+"token_norm"); docs/semantics.md ("Operators") and docs/strength_units.md define
+them. The core turns both into per-row modes for the op. `steer` is the special case of one behaviour and at most one
 condition: without a condition the behaviour is unconditional (no table), with
 one it is "if C1 then B1".
 """
@@ -34,6 +37,12 @@ from ..vectors.provenance import check_vector_matches
 
 MAX_CONDITIONS: int = _core.MAX_CONDITIONS  # as_core.h AS_MAX_CONDITIONS: truth tables have 2**n entries
 
+# Public names -> the core's codes (as_plan.h as_plan_op / as_plan_unit).
+OPERATORS: dict[str, int] = {"add": _core.OP_ADD, "ablate": _core.OP_ABLATE,
+                             "ablate_then_add": _core.OP_ABLATE_THEN_ADD}
+STRENGTH_UNITS: dict[str, int] = {"absolute": _core.UNIT_ABSOLUTE, "residual_norm": _core.UNIT_RESIDUAL_NORM,
+                                  "token_norm": _core.UNIT_TOKEN_NORM}
+
 
 @dataclass(frozen=True)
 class LayerPlan:
@@ -47,6 +56,8 @@ class LayerPlan:
     beh_ids: tuple[int, ...] = ()                  # 0-based behaviour indices applied here
     beh_vecs: torch.Tensor | None = None           # [M, D] float32, already scaled
     beh_tables: torch.Tensor | None = None         # [M, 2**C] uint8, or None = always on
+    beh_dirs: torch.Tensor | None = None           # [M, D] float32 unit directions (rows that ablate), or None
+    beh_modes: tuple[int, ...] | None = None       # per row MODE_* bits (ops.cpp), or None = every row adds
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,10 @@ class _Item:
     value_name: str        # the strength / threshold argument
     smaller: bool = False  # conditions: comparator "smaller"
     last: bool = False     # conditions: pooling "last"
+    operator: str = "add"            # behaviours: a key of OPERATORS
+    operator_name: str = ""          # its argument, e.g. "behavior_operators[1]"
+    unit: str = "absolute"           # behaviours: a key of STRENGTH_UNITS
+    unit_name: str = "strength_unit"  # its argument
 
     def as_core_tuple(self) -> tuple:
         keys, dirs, evr, has_evr = [], [], [], []
@@ -100,9 +115,22 @@ class _Item:
             ev = variances.get(key)
             has_evr.append(ev is not None)
             evr.append(_evr_value(ev, self.name, key) if ev is not None else 0.0)
+        norms = has_norms = None
+        recorded = getattr(self.vector, "residual_norms", None)  # None: a vector saved before they were recorded
+        if recorded is not None:
+            if not isinstance(recorded, Mapping):
+                raise TypeError(f"{self.name}.residual_norms must be a dict layer -> float, got "
+                                f"{type(recorded).__name__}")
+            by_layer = {_layer_key(k, f"{self.name}.residual_norms"): v for k, v in recorded.items()}
+            found = [by_layer.get(k) for k in keys]
+            has_norms = np.asarray([n is not None for n in found], np.uint8)
+            norms = np.asarray([_norm_value(n, self.name, k) if n is not None else 0.0 for n, k in zip(found, keys)],
+                               np.float64)
         return (self.name, self.layer_name, self.value_name, np.asarray(keys, np.int64), dirs,
                 np.asarray(evr, np.float64), np.asarray(has_evr, np.uint8), np.asarray(self.layers, np.int64),
-                float(self.value), int(self.use_evr), int(self.smaller), int(self.last))
+                float(self.value), int(self.use_evr), int(self.smaller), int(self.last),
+                OPERATORS[self.operator], self.operator_name or self.name, STRENGTH_UNITS[self.unit], self.unit_name,
+                norms, has_norms)
 
 
 # --------------------------------------------------------------------------- #
@@ -187,6 +215,24 @@ def _layer_key(key, name: str) -> int:
     return k
 
 
+def _norm_value(value, name: str, key) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}.residual_norms[{key!r}] must be a number, got {value!r}") from None
+
+
+def _per_behavior(value, n: int, choices, name: str, default: str) -> list[tuple[str, str]]:
+    """One str for every behaviour, or a list of one per behaviour -> [(value, its argument name)] * n."""
+    if value is None:
+        return [(default, name)] * n
+    if isinstance(value, str):
+        return [(_check_choice(value, tuple(choices), name), name)] * n
+    values = _check_list(value, name)
+    _check_lengths(n, "behaviors", **{name: values})
+    return [(_check_choice(v, tuple(choices), f"{name}[{k}]"), f"{name}[{k}]") for k, v in enumerate(values)]
+
+
 def _evr_value(value, name: str, key) -> float:
     try:
         return float(value)
@@ -216,8 +262,13 @@ def _compile(n_layers: int, hidden_size: int, behaviors: list[_Item | None], con
                       cond_thresholds=torch.from_numpy(t["cond_thresholds"][c]),
                       cond_codes=torch.from_numpy(t["cond_codes"][c]))
         if b.start != b.stop:
+            modes = tuple(int(x) for x in t["beh_modes"][b])
+            plain = all(x == _core.MODE_ADD for x in modes)  # plain ActAdd: the op's original call
+            ablates = any(x & _core.MODE_ABLATE for x in modes)
             lp.update(beh_ids=tuple(int(k) for k in t["beh_index"][b]), beh_vecs=beh_rows[b],
-                      beh_tables=torch.from_numpy(t["beh_tables"][b]) if t["layer_gated"][layer] else None)
+                      beh_tables=torch.from_numpy(t["beh_tables"][b]) if t["layer_gated"][layer] else None,
+                      beh_modes=None if plain else modes,
+                      beh_dirs=torch.from_numpy(t["beh_dirs"][b]) if ablates else None)
         layers[layer] = LayerPlan(**lp)
     return SteeringPlan(n_layers=n_layers, hidden_size=hidden_size, layers=layers, n_conditions=len(conditions),
                         n_behaviors=len(behaviors), use_ooi_preventive_normalization=ooi,
@@ -229,8 +280,10 @@ def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, beha
                      condition_vector_threshold=None, condition_comparator_threshold_is="larger",
                      condition_threshold_comparison_mode="mean", use_explained_variance=False,
                      use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True,
-                     config=None) -> SteeringPlan:
+                     config=None, behavior_operator="add", strength_unit="absolute") -> SteeringPlan:
     """The plan of `MalleableModel.steer`; raises on any bad argument, before anything changes."""
+    operator = _check_choice(behavior_operator, tuple(OPERATORS), "behavior_operator")
+    unit = _check_choice(strength_unit, tuple(STRENGTH_UNITS), "strength_unit")
     ev = _check_bool(use_explained_variance, "use_explained_variance")
     ooi = _check_bool(use_ooi_preventive_normalization, "use_ooi_preventive_normalization")
     first = _check_bool(apply_behavior_on_first_call, "apply_behavior_on_first_call")
@@ -241,7 +294,9 @@ def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, beha
         _check_vector(behavior_vector, "behavior_vector")
         behaviors = [_Item(behavior_vector, _check_layers(behavior_layer_ids, "behavior_layer_ids"),
                            _check_number(behavior_vector_strength, "behavior_vector_strength"), ev,
-                           "behavior_vector", "behavior_layer_ids", "behavior_vector_strength")]
+                           "behavior_vector", "behavior_layer_ids", "behavior_vector_strength",
+                           operator=operator, operator_name="behavior_operator", unit=unit,
+                           unit_name="strength_unit")]
     conditions = []
     if condition_vector is not None:
         _check_vector(condition_vector, "condition_vector")
@@ -260,7 +315,7 @@ def build_multisteer_plan(n_layers: int, hidden_size: int, behavior_vectors, beh
                           condition_vector_thresholds, condition_comparator_threshold_is, rules,
                           condition_threshold_comparison_modes=None, use_explained_variance=False,
                           use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True,
-                          config=None) -> SteeringPlan:
+                          config=None, behavior_operators=None, strength_unit="absolute") -> SteeringPlan:
     """The plan of `MalleableModel.multisteer`; raises on any bad argument, before anything changes."""
     ev = _check_bool(use_explained_variance, "use_explained_variance")
     ooi = _check_bool(use_ooi_preventive_normalization, "use_ooi_preventive_normalization")
@@ -271,6 +326,14 @@ def build_multisteer_plan(n_layers: int, hidden_size: int, behavior_vectors, beh
     blayers = _check_list(behavior_layer_ids, "behavior_layer_ids")
     bstr = _check_list(behavior_vector_strengths, "behavior_vector_strengths")
     _check_lengths(len(bvecs), "behaviors", behavior_layer_ids=blayers, behavior_vector_strengths=bstr)
+    if isinstance(behavior_operators, str):
+        raise TypeError(f"behavior_operators must be a list with one operator per behaviour (e.g. "
+                        f"[{behavior_operators!r}] * {len(bvecs)}), got the str {behavior_operators!r}")
+    ops_ = _per_behavior(behavior_operators, len(bvecs), OPERATORS, "behavior_operators", "add")
+    if strength_unit is None:
+        raise TypeError("strength_unit must be one of 'absolute', 'residual_norm', 'token_norm' or a list of one per "
+                        "behaviour, got None")
+    units = _per_behavior(strength_unit, len(bvecs), STRENGTH_UNITS, "strength_unit", "absolute")
     cvecs = _check_list(condition_vectors, "condition_vectors")
     clayers = _check_list(condition_layer_ids, "condition_layer_ids")
     cthr = _check_list(condition_vector_thresholds, "condition_vector_thresholds")
@@ -289,7 +352,9 @@ def build_multisteer_plan(n_layers: int, hidden_size: int, behavior_vectors, beh
         _check_vector(vec, f"behavior_vectors[{k}]")
         behaviors.append(_Item(vec, _check_layers(blayers[k], f"behavior_layer_ids[{k}]"),
                                _check_number(bstr[k], f"behavior_vector_strengths[{k}]"), ev,
-                               f"behavior_vectors[{k}]", f"behavior_layer_ids[{k}]", f"behavior_vector_strengths[{k}]"))
+                               f"behavior_vectors[{k}]", f"behavior_layer_ids[{k}]", f"behavior_vector_strengths[{k}]",
+                               operator=ops_[k][0], operator_name=ops_[k][1], unit=units[k][0],
+                               unit_name=units[k][1]))
     conditions = []
     for j, vec in enumerate(cvecs):
         _check_vector(vec, f"condition_vectors[{j}]")
