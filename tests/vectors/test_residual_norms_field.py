@@ -283,3 +283,37 @@ def test_gemma3_train_records_gemma_sized_norms():
         assert v.residual_norms[i] == pytest.approx(ref[i], rel=1e-4), i
     # 10-100x SmolLM2's stream (docs/strength_units.md: about 1,000 / 5,500 / 25,000)
     assert 500 < v.residual_norms[2] < 2000 < 3000 < v.residual_norms[8] < 10000 < v.residual_norms[16]
+
+
+@pytest.mark.parametrize("suffix", [".svec", ".safetensors", ".gguf"])
+def test_a_loaded_vector_steers_in_the_residual_norm_unit(tmp_path, tokenizer, suffix):
+    """The field as the steering path reads it: a trained vector saved and loaded steers at relative
+    strength s exactly as its direction at absolute strength s x the recorded norm (one layer);
+    the same file without the field makes the relative unit raise."""
+    from activation_steering import MalleableModel
+
+    model = make_model("llama", n_layers=N_LAYERS, hidden=DIM)
+    ds = SteeringDataset(tokenizer, EXAMPLES, suffixes=SUFFIXES)
+    v = SteeringVector.train(model, tokenizer, ds, hidden_layer_ids=[2, 3])
+    back = SteeringVector.load(v.save(tmp_path / f"v{suffix}"))
+    mm = MalleableModel(model, tokenizer)
+    enc = tokenizer("Tell me about the sea.", return_tensors="pt")
+
+    def logits():
+        with torch.no_grad():
+            return model(**enc).logits[0, -1].clone()
+
+    mm.steer(behavior_vector=back, behavior_layer_ids=[3], behavior_vector_strength=0.25,
+             strength_unit="residual_norm")
+    relative = logits()
+    mm.steer(behavior_vector=back, behavior_layer_ids=[3], behavior_vector_strength=0.25 * back.residual_norms[3])
+    absolute = logits()
+    mm.reset_leash_to_default()
+    assert torch.allclose(relative, absolute, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(relative, logits(), atol=1e-3)  # it did steer
+    old = SteeringVector(back.model_type, back.directions, back.explained_variances, back.provenance)
+    old_back = SteeringVector.load(old.save(tmp_path / f"old{suffix}"))
+    assert old_back.residual_norms is None
+    with pytest.raises(ValueError, match="residual_norm"):
+        mm.steer(behavior_vector=old_back, behavior_layer_ids=[3], behavior_vector_strength=0.25,
+                 strength_unit="residual_norm")
