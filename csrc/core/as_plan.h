@@ -12,7 +12,8 @@
  * Every fact is checked here, once, before anything is written:
  *   - n_conditions <= AS_MAX_CONDITIONS                              INVALID_ARG
  *   - layer ids (negative = from the end) are in [-L, L)              RANGE
- *     (an id given twice by the same vector counts once)
+ *   - no layer is listed twice in one list (10 and -20 of 30 count
+ *     as the same layer)                                              INVALID_ARG
  *   - the vector has no two keys for the same layer                  INVALID_ARG
  *   - it has a direction for every requested layer                   INVALID_ARG
  *   - each used direction is 1-D with exactly D values               INVALID_ARG

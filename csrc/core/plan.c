@@ -54,7 +54,7 @@ static double row_scale(const as_plan_vector_t *v, int64_t a) {
     return s;
 }
 
-/* Pass 1 for one vector. lay[u]: the model layer of use u (-1: a repeat, skipped);
+/* Pass 1 for one vector. lay[u]: the model layer of use u;
  * src[u]: the direction it uses. idx: position among behaviours / conditions. */
 static as_status check_vector(const as_plan_input_t *in, const as_plan_vector_t *v, int64_t idx, int is_cond,
                               int64_t *lay, int64_t *src, as_error_t *err) {
@@ -116,8 +116,10 @@ static as_status check_vector(const as_plan_input_t *in, const as_plan_vector_t 
         lay[u] = l;
         src[u] = -1;
         for (int64_t w = 0; w < u; w++)
-            if (lay[w] == l) { lay[u] = -1; break; } /* listed twice: counts once */
-        if (lay[u] < 0) continue;
+            if (lay[w] == l) /* a repeat is a mistake (twice the strength? once?), never silently merged */
+                return as_error_set(err, AS_ERR_INVALID_ARG, v->layer_name, idx, l, "a layer listed twice",
+                                    "%s lists layer %lld twice (as %lld and %lld); give each layer once",
+                                    v->layer_name, (long long)l, (long long)v->use_layers[w], (long long)given);
         int64_t found = -1;
         for (int64_t a = 0; a < v->n_avail; a++)
             if ((v->avail_layers[a] < 0 ? v->avail_layers[a] + L : v->avail_layers[a]) == l) { found = a; break; }

@@ -26,10 +26,10 @@ def _hooks(model):
 
 @pytest.mark.parametrize("beh_ids,cond_ids", [
     (2, [1]), ([2], 1), (2, 1), ((2, 3), (1,)), (np.array([2, 3]), np.int64(1)), ([np.int32(2)], [-3]),
-    (range(2, 4), [1, 1]),
+    (range(2, 4), [1]),
 ])
 def test_layer_id_forms_all_work(beh_ids, cond_ids):
-    """A bare int, a tuple, numpy ints and arrays, a range, negatives and repeats are
+    """A bare int, a tuple, numpy ints and arrays, a range and negatives are
     normalised before anything changes (a bare int condition_layer_ids used to raise
     TypeError AFTER the new hooks were installed)."""
     mm = MalleableModel(make_model("llama"), fresh_tokenizer())
@@ -52,6 +52,10 @@ BAD = [
     (dict(condition_layer_ids="1"), TypeError, r"condition_layer_ids must be an int or a list of ints"),
     (dict(condition_layer_ids=[1.0]), TypeError, r"condition_layer_ids must contain ints"),
     (dict(behavior_layer_ids=[True]), TypeError, r"behavior_layer_ids must contain ints"),
+    # a repeat (also as the negative alias) is refused, not merged: once or twice the strength?
+    (dict(behavior_layer_ids=[2, 2]), ValueError, r"behavior_layer_ids lists layer 2 twice \(as 2 and 2\)"),
+    (dict(behavior_layer_ids=[2, 3, -1]), ValueError, r"behavior_layer_ids lists layer 3 twice \(as 3 and -1\)"),
+    (dict(condition_layer_ids=[1, -3]), ValueError, r"condition_layer_ids lists layer 1 twice \(as 1 and -3\)"),
 ]
 
 
@@ -138,3 +142,14 @@ def test_global_config_and_show_progress_refuse_non_bool():
     mm = MalleableModel(make_model("llama"), fresh_tokenizer())
     with pytest.raises(TypeError, match="show_progress"):
         mm.respond_batch(["hello"], show_progress="yes")
+
+
+def test_multisteer_refuses_a_layer_listed_twice():
+    """The same rule as steer, per list: the message names the list by its index."""
+    mm = MalleableModel(make_model("llama"), fresh_tokenizer())
+    args = dict(behavior_vectors=[vec(1), vec(3)], behavior_layer_ids=[[1], [2, -2]], behavior_vector_strengths=[1.0, 1.0],
+                condition_vectors=[vec(2)], condition_layer_ids=[[1]], condition_vector_thresholds=[0.1],
+                condition_comparator_threshold_is=["larger"], rules=["if C1 then B1", "if not C1 then B2"])
+    with pytest.raises(ValueError, match=r"behavior_layer_ids\[1\] lists layer 2 twice \(as 2 and -2\)"):
+        mm.multisteer(**args)
+    assert mm.steering_plan is None
