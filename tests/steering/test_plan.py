@@ -69,10 +69,13 @@ def test_unrequested_layers_are_never_read():
     np.testing.assert_array_equal(t["beh_rows"], np.ones((1, 8), np.float32))
 
 
-def test_negative_and_repeated_layer_ids_count_once():
+def test_negative_layer_ids_resolve_and_repeats_are_refused():
     d = rand_dirs(1, range(6))
-    t = compile_items([("a", d, {}, [5, -1, 2, 2], 1.0, False)])
+    t = compile_items([("a", d, {}, [-1, 2], 1.0, False)])
     assert t["beh_offsets"].tolist() == [0, 0, 0, 1, 1, 1, 2]
+    for use, first, again in (([5, -1, 2], 5, -1), ([2, 2], 2, 2)):
+        with pytest.raises(ValueError, match=rf"a_layer_ids lists layer {use[0] % 6} twice \(as {first} and {again}\)"):
+            compile_items([("a", d, {}, use, 1.0, False)])
 
 
 @pytest.mark.parametrize("item,match", [
