@@ -72,12 +72,21 @@ static void check_conditions(const char *op, const at::Tensor &hidden, const at:
                 codes.scalar_type());
 }
 
+/* The user's-message mask [B, T] bool (token_mask == 2, see activations/user_text.py),
+ * or nullopt when token_mask is absent. */
+static std::optional<at::Tensor> user_tokens(const std::optional<at::Tensor> &token_mask) {
+    if (!token_mask.has_value()) return std::nullopt;
+    return token_mask->eq(2);
+}
+
 /* sims[B, K] float32 of row b's pooled residual stream against condition k:
- * pooled over the real tokens (mean, or the last real token when
- * codes[k, 2] != 0; a row without real tokens pools to zeros), then
+ * pooled by codes[k, 2]: 0 the mean over the real tokens, 1 the last real
+ * token, 2 the mean over the user's message (token_mask == 2; all positions
+ * without a mask); a row without such tokens pools to zeros. Then
  * sim = cos(h, tanh(c * (c.h)/(c.c))) with eps 1e-8, all in float32. */
 static at::Tensor similarity_impl(const at::Tensor &hidden, const std::optional<at::Tensor> &real,
-                                  const at::Tensor &dirs, const at::Tensor &codes) {
+                                  const std::optional<at::Tensor> &user, const at::Tensor &dirs,
+                                  const at::Tensor &codes) {
     const auto B = hidden.size(0), T = hidden.size(1), D = hidden.size(2), K = dirs.size(0);
     auto hf = hidden.to(at::kFloat);                                                   // [B, T, D]
     at::Tensor mean, last_idx;
@@ -99,8 +108,13 @@ static at::Tensor similarity_impl(const at::Tensor &hidden, const std::optional<
         last = at::zeros({B, D}, hf.options());
         mean = at::zeros({B, D}, hf.options());
     }
-    auto use_last = codes.select(1, 2).ne(0).view({1, K, 1});
-    auto pooled = at::where(use_last, last.unsqueeze(1), mean.unsqueeze(1));           // [B, K, D]
+    auto pooling = codes.select(1, 2).view({1, K, 1});
+    auto pooled = at::where(pooling.eq(1), last.unsqueeze(1), mean.unsqueeze(1));      // [B, K, D]
+    if (user.has_value() && T > 0) {                                                   // "user_text"
+        auto u = user->to(at::kFloat);                                                 // [B, T]
+        auto user_mean = hf.mul(u.unsqueeze(-1)).sum(1).div(u.sum(1, true).clamp_min(1.0));  // [B, D]
+        pooled = at::where(pooling.eq(2), user_mean.unsqueeze(1), pooled);
+    }
     auto coef = pooled.mul(dirs).sum(-1).div(dirs.mul(dirs).sum(-1));                   // [B, K]
     auto proj = at::tanh(coef.unsqueeze(-1).mul(dirs));                                 // [B, K, D]
     return at::cosine_similarity(pooled, proj, -1, 1e-8);                               // [B, K]
@@ -115,7 +129,7 @@ at::Tensor condition_similarity(const at::Tensor &hidden, const std::optional<at
                                 const at::Tensor &cond_dirs, const at::Tensor &cond_codes) {
     auto real = real_tokens("condition_similarity", hidden, token_mask);
     check_conditions("condition_similarity", hidden, cond_dirs, cond_codes);
-    return similarity_impl(hidden, real, cond_dirs, cond_codes);
+    return similarity_impl(hidden, real, user_tokens(token_mask), cond_dirs, cond_codes);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -125,9 +139,10 @@ at::Tensor condition_similarity(const at::Tensor &hidden, const std::optional<at
 /* 1. Conditions -> state: state[b] |= bit of every condition k that row b meets
  *    (sim > thr if codes[k,1] ("smaller") else sim < thr ("larger")). In place. */
 static void evaluate_conditions(const at::Tensor &hidden, at::Tensor &state, const std::optional<at::Tensor> &real,
-                                const at::Tensor &dirs, const at::Tensor &thr, const at::Tensor &codes) {
+                                const std::optional<at::Tensor> &user, const at::Tensor &dirs, const at::Tensor &thr,
+                                const at::Tensor &codes) {
     if (dirs.size(0) == 0) return;
-    auto sim = similarity_impl(hidden, real, dirs, codes);                              // [B, K]
+    auto sim = similarity_impl(hidden, real, user, dirs, codes);                        // [B, K]
     auto smaller = codes.select(1, 1).ne(0);                                            // [K]
     auto met = at::where(smaller, sim.gt(thr), sim.lt(thr));                            // [B, K]
     state.bitwise_or_(met.to(at::kLong).mul(codes.select(1, 0)).sum(1));
@@ -174,7 +189,8 @@ static at::Tensor ooi_normalise(const at::Tensor &hidden, const at::Tensor &wide
  *    prompt pass only): row b's similarities by similarity_impl (the
  *    condition_similarity op), met -> state[b] |= cond_codes[k, 0] (the bit
  *    1 << j of condition j), in place on the device. cond_codes[k] = (bit,
- *    comparator 1 = smaller / 0 = larger, pooling 1 = last / 0 = mean).
+ *    comparator 1 = smaller / 0 = larger, pooling 1 = last / 0 = mean /
+ *    2 = user_text: the mean over token_mask == 2).
  * 2. add_gated_behaviours (when beh_vecs is given), using the state AFTER
  *    step 1: gate[k, b] = beh_tables[k, state[b]] (a truth table over condition
  *    bitmasks, as_rules.h; uint8, bool, or 0/1 already in hidden's dtype, which
@@ -219,7 +235,8 @@ at::Tensor steer_layer(const at::Tensor &hidden, at::Tensor &state, const std::o
         }
     }
 
-    if (cond_dirs.has_value()) evaluate_conditions(hidden, state, real, *cond_dirs, *cond_thresholds, *cond_codes);
+    if (cond_dirs.has_value())
+        evaluate_conditions(hidden, state, real, user_tokens(token_mask), *cond_dirs, *cond_thresholds, *cond_codes);
     if (!beh_vecs.has_value() || beh_vecs->size(0) == 0) return hidden.clone(at::MemoryFormat::Contiguous);
     if (!ooi) return add_gated_behaviours(hidden, state, *beh_vecs, beh_tables).contiguous();
     if (!c10::isReducedFloatingType(hidden.scalar_type()))

@@ -126,12 +126,12 @@ _int_pair = _pair_of(int, "layer ids")
 
 
 def _tokens(text: str):
-    if text in ("all", "suffix-only"):
+    if text in ("all", "suffix-only", "user_text"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, 'all' or 'suffix-only', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an int, 'all', 'suffix-only' or 'user_text', got {text!r}") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -318,8 +318,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="probe only: L2 penalty on the weights, scikit-learn's C = 1/L2 (default: %(default)s)")
     p.add_argument("--probe-standardize", action="store_true",
                    help="probe only: fit on standardised features (default: off)")
-    p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only",
-                   help="which tokens are pooled per string: the last K, all, or the suffix only (default: %(default)s)")
+    p.add_argument("--accumulate-last-x-tokens", type=_tokens, default=1, metavar="K|all|suffix-only|user_text",
+                   help="which tokens are pooled per string: the last K, all, the suffix only, or the user's message "
+                        "only (default: %(default)s)")
     p.add_argument("--layers", type=_int_list, help="layer ids, e.g. '10-15' or '3,5,7' (default: all layers)")
     p.add_argument("--batch-size", type=int, default=32, help="strings per forward batch (default: %(default)s)")
     p.add_argument("--no-suffixes", action="store_true",
@@ -343,8 +344,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threshold-range", type=_pair, default=(0.0, 1.0), metavar="LO,HI",
                    help="threshold grid bounds (default: 0.0,1.0)")
     p.add_argument("--threshold-step", type=float, default=0.01, help="threshold grid step (default: %(default)s)")
-    p.add_argument("--mode", choices=["mean", "last"], default="mean",
-                   help="pooling of the prompt's hidden states before the similarity (default: %(default)s)")
+    p.add_argument("--mode", choices=["mean", "last", "user_text"], default="mean",
+                   help="pooling of the prompt's hidden states before the similarity: all real tokens, the last one, "
+                        "or the user's message only (default: %(default)s)")
     p.add_argument("--exact", action="store_true",
                    help="search every distinct threshold, not just the grid (default: off)")
     p.add_argument("--out", help="write the analysis JSON here (default: none)")
@@ -368,8 +370,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--comparator", choices=["larger", "smaller"], default="larger",
                    help="'larger': the condition is met when the similarity is below the threshold; "
                         "'smaller': above it (default: %(default)s)")
-    p.add_argument("--mode", choices=["mean", "last"], default="mean",
-                   help="pooling of the prompt's hidden states for the condition (default: %(default)s)")
+    p.add_argument("--mode", choices=["mean", "last", "user_text"], default="mean",
+                   help="pooling of the prompt's hidden states for the condition: all real tokens, the last one, or "
+                        "the user's message only (default: %(default)s)")
     p.add_argument("--model", help=f"local Hugging Face model folder {embedded}")
     p.add_argument("--max-new-tokens", type=int, default=50, help="tokens generated per prompt (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default: %(default)s)")

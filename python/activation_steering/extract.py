@@ -138,7 +138,9 @@ class SteeringVector:
                 (CAA: mean of positive - negative) or "probe" (logistic regression);
                 see the module docstring.
             accumulate_last_x_tokens: int k (mean of the last k real tokens), "all",
-                or "suffix-only" (each string's own suffix tokens).
+                "suffix-only" (each string's own suffix tokens) or "user_text" (the tokens
+                of the user's message only, located as the "user_text" condition pooling
+                locates them; docs/semantics.md).
             hidden_layer_ids: layers to extract (default all; negatives count from the end).
             batch_size: strings per forward (results do not depend on it).
             save_analysis: write PCA scatter plots and a variance-by-layer plot.
@@ -158,7 +160,9 @@ class SteeringVector:
 
         Raises:
             ValueError: unknown `method`, normalize=False with a method other than mean_diff, bad `accumulate_last_x_tokens` or `batch_size`,
-                empty dataset, layer ids out of range (checked before the model runs).
+                empty dataset, layer ids out of range (checked before the model runs);
+                "user_text" with a chat template that does not mark the user's message, or
+                a formatted string whose user message cannot be delimited (named).
             TypeError: `tokenizer` not callable, `steering_dataset` not a SteeringDataset.
         """
         from . import _core

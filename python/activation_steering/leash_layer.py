@@ -173,12 +173,12 @@ class LeashLayer:
             dirs, thresholds, codes = self.cond
             sims = _ops.condition_similarity(hidden.detach(), mask, dirs, codes)          # [B, K] float32
             for k, cid in enumerate(self.plan.cond_ids):
-                _bit, smaller, use_last = (int(x) for x in codes[k])
+                _bit, smaller, pooling = (int(x) for x in codes[k])
                 thr = float(thresholds[k])
                 comparator = "smaller" if smaller else "larger"
                 met = condition_met(sims[:, k], thr, comparator)
                 for row in range(sims.shape[0]):
                     msg += (f"\n  row {row}: C{cid + 1} similarity {float(sims[row, k]):.4f} threshold {thr:.4f} "
                             f"({comparator}: met iff similarity {'>' if smaller else '<'} threshold, "
-                            f"{'last token' if use_last else 'mean'}) -> {'met' if bool(met[row]) else 'not met'}")
+                            f"{('mean', 'last token', 'user text')[pooling]}) -> {'met' if bool(met[row]) else 'not met'}")
         log("LeashLayer", msg)

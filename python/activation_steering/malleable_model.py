@@ -33,6 +33,7 @@ from .activations.layers import find_layers_and_base, hidden_size, input_device,
 from .leash_layer import LeashLayer
 from .steering.generation import GenerationGuard, check_prompt_lengths
 from .steering.state import PromptWatcher, SteeringState
+from .activations.user_text import user_text_locator
 from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
 
 if TYPE_CHECKING:
@@ -190,7 +191,10 @@ class MalleableModel:
             condition_layer_ids: layers whose pooled states are compared (required with a condition).
             condition_vector_threshold: the similarity threshold (required with a condition).
             condition_comparator_threshold_is: "larger" or "smaller" (see above).
-            condition_threshold_comparison_mode: pooling over the prompt: "mean" or "last".
+            condition_threshold_comparison_mode: pooling over the prompt: "mean" (every real
+                token), "last" (the last real one) or "user_text" (the tokens of the user's
+                message only, located in the prompt's token ids by the chat template's
+                markers; docs/semantics.md, "Which tokens a condition pools").
             use_explained_variance: scale each layer's vector by its PC1 explained-variance ratio.
             use_ooi_preventive_normalization: rescale steered rows whose norm grows (or goes
                 non-finite) back to the unsteered norm.
@@ -198,7 +202,11 @@ class MalleableModel:
 
         Raises:
             ValueError: a layer id out of range, a vector of the wrong hidden size or
-                missing layers, an unknown comparator or mode, NaN/Inf in a vector.
+                missing layers, an unknown comparator or mode, NaN/Inf in a vector;
+                "user_text" with a tokenizer whose chat template does not mark the
+                user's message. While generating with "user_text": a prompt given as
+                inputs_embeds only, or one with template markers but no closed,
+                non-empty user message (raised before anything is generated).
             TypeError: an unexpected keyword argument or a wrongly typed one.
 
         Replaces any previous steering. Every argument is validated before any hook
@@ -243,7 +251,8 @@ class MalleableModel:
             condition_vector_thresholds: one threshold per condition.
             condition_comparator_threshold_is: "larger" or "smaller" per condition.
             rules: e.g. `["if C1 and not (C2 or C3) then B1"]`.
-            condition_threshold_comparison_modes: "mean" or "last" per condition (default all "mean").
+            condition_threshold_comparison_modes: "mean", "last" or "user_text" per condition
+                (default all "mean"); see `steer`.
             use_explained_variance: as in `steer`.
             use_ooi_preventive_normalization: as in `steer`.
             apply_behavior_on_first_call: as in `steer`.
@@ -295,7 +304,8 @@ class MalleableModel:
             threshold_step: grid step (> 0).
             save_analysis: write the search table and similarities as JSON to `file_path`.
             file_path: where the analysis JSON goes.
-            condition_threshold_comparison_mode: pooling over the prompt: "mean" or "last".
+            condition_threshold_comparison_mode: pooling over the prompt: "mean", "last" or
+                "user_text" (see `steer`); the spans are located as the steering runtime locates them.
             exact: search every distinct threshold, not just the grid.
             batch_size: prompts per forward batch (results do not depend on it).
             plot: True, or a path: histograms of the similarities with the threshold marked.
@@ -308,7 +318,9 @@ class MalleableModel:
             or "smaller", and the F1 on the given prompts in [0, 1].
 
         Raises:
-            ValueError: empty prompt lists, a bad range or step, too many combinations.
+            ValueError: empty prompt lists, a bad range or step, too many combinations, an
+                unknown mode; with "user_text", a string whose user message cannot be
+                delimited (named by its index) or a template that does not mark it.
             TypeError: wrongly typed arguments.
         """
         from .conditions.search import find_best_condition_point
@@ -333,6 +345,8 @@ class MalleableModel:
         model = self._as_wrapped_model
         base, layers = find_layers_and_base(model)
         ctx = SteeringState(n_conditions=plan.n_conditions)
+        if plan.user_text:  # the template's markers, derived (and checked) before anything changes
+            ctx.user_text = user_text_locator(self.tokenizer)
         leashes = {}
         cond_layers = sorted(i for i, lp in plan.layers.items() if lp.cond_dirs is not None)
         for i, lp in plan.layers.items():

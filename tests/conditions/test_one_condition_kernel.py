@@ -12,6 +12,7 @@ from activation_steering import MalleableModel, SteeringVector
 from activation_steering.activations.layers import find_decoder_layers
 from activation_steering.activations.prompts import encode, format_prompt
 from activation_steering.conditions.search import condition_similarities
+from activation_steering.conditions.similarity import POOLING_CODES
 from activation_steering.native import ops as _ops
 from tiny_models import make_model, make_tokenizer
 
@@ -39,7 +40,7 @@ def _runtime_similarities(mm, tok, layer, direction, threshold, comparator, mode
         if not ctx.is_prompt:
             return
         hidden = args[0] if args else kwargs["hidden_states"]
-        codes = torch.tensor([[1, int(comparator == "smaller"), int(mode == "last")]])
+        codes = torch.tensor([[1, int(comparator == "smaller"), POOLING_CODES[mode]]])
         sims = _ops.condition_similarity(hidden, ctx.token_mask, torch.as_tensor(direction).reshape(1, -1), codes)
         for row, ids in enumerate(ids_of_pass["ids"]):
             real = ids[ctx.token_mask[row].bool()] if ctx.token_mask is not None else ids
@@ -61,7 +62,7 @@ def _runtime_similarities(mm, tok, layer, direction, threshold, comparator, mode
     return np.array([o[0] for o in out]), np.array([o[1] for o in out])
 
 
-@pytest.mark.parametrize("mode", ["mean", "last"])
+@pytest.mark.parametrize("mode", ["mean", "last", "user_text"])
 def test_search_and_runtime_compute_the_same_similarity_and_decision(mode):
     model, tok = make_model("llama", n_layers=4, hidden=64, seed=1), make_tokenizer()
     mm = MalleableModel(model, tok)

@@ -102,7 +102,7 @@ def pooled_activations(model, tokenizer, texts: list[str], layer_ids: list[int],
     empty = np.flatnonzero(tok.lengths == 0)
     if empty.size:
         raise ValueError(f"{name_of(int(empty[0]))} tokenizes to no tokens; every string needs at least one token")
-    start, end, n_fallback = pooling_spans(tok, accumulate)
+    start, end, n_fallback = pooling_spans(tok, accumulate, tokenizer, name_of)
     if accumulate == "suffix-only":
         warn_suffix_fallback(n_fallback, len(texts))
     return capture_pooled(model, tok, start, end, layer_ids, batch_size, pad_id=pad_token_id(tokenizer),

@@ -6,7 +6,8 @@ What `accumulate_last_x_tokens` means (docs/semantics.md): for each string a spa
 string's length), every token ("all"), or the tokens of the string's own suffix
 ("suffix-only", found through the tokenizer's character offsets; a token that
 straddles the boundary counts as suffix; no suffix -> the last token, with one
-warning). This module computes token ids, spans and batches; it never runs a
+warning), or the tokens of the user's message ("user_text", located in the token
+ids by activations/user_text.py). This module computes token ids, spans and batches; it never runs a
 model and never decides what is done with the tokens (pooled.py, conditions/search.py).
 """
 from __future__ import annotations
@@ -17,17 +18,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-POOL_NAMES = ("all", "suffix-only")
+POOL_NAMES = ("all", "suffix-only", "user_text")
+_ACCEPTED = "an int >= 1, 'all', 'suffix-only' or 'user_text'"
 
 
 def check_accumulate(value) -> int | str:
-    """Validate `accumulate_last_x_tokens`: an int >= 1, "all" or "suffix-only"."""
+    """Validate `accumulate_last_x_tokens`: an int >= 1, "all", "suffix-only" or "user_text"."""
     if isinstance(value, str):
         if value in POOL_NAMES:
             return value
-        raise ValueError(f"accumulate_last_x_tokens must be an int >= 1, 'all' or 'suffix-only', got {value!r}")
+        raise ValueError(f"accumulate_last_x_tokens must be {_ACCEPTED}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"accumulate_last_x_tokens must be an int >= 1, 'all' or 'suffix-only', got {value!r}")
+        raise TypeError(f"accumulate_last_x_tokens must be {_ACCEPTED}, got {value!r}")
     if value < 1:
         raise ValueError(f"accumulate_last_x_tokens must be >= 1, got {value}")
     return int(value)
@@ -43,6 +45,7 @@ class Tokenized:
     input_ids: list[list[int]]
     lengths: np.ndarray      # [N] int64
     suffix_span: np.ndarray  # [N, 2] int64
+    user_span: np.ndarray | None = None  # [N, 2] int64: the user's message (set for "user_text" pooling)
 
 
 def _suffix_span_from_offsets(offsets, char_start: int) -> tuple[int, int]:
@@ -93,12 +96,22 @@ def tokenize(tokenizer, texts: list[str], add_special_tokens: bool,
     return Tokenized(ids, lengths, spans)
 
 
-def pooling_spans(tok: Tokenized, mode: int | str) -> tuple[np.ndarray, np.ndarray, int]:
+def pooling_spans(tok: Tokenized, mode: int | str, tokenizer=None,
+                  name_of=lambda i: f"string {i}") -> tuple[np.ndarray, np.ndarray, int]:
     """(start[N], end[N], n_fallback): the token span each string is pooled over.
-    n_fallback counts "suffix-only" strings without a suffix (pooled at the last token)."""
+    n_fallback counts "suffix-only" strings without a suffix (pooled at the last token).
+    "user_text" needs `tokenizer` (its chat template's markers; activations/user_text.py)
+    and raises ValueError naming the string (`name_of(index)`) whose message cannot be delimited."""
     lengths = tok.lengths
     end = lengths.copy()
     n_fallback = 0
+    if mode == "user_text":
+        from .user_text import user_text_locator
+
+        loc = user_text_locator(tokenizer)
+        spans = [loc.span(row, name_of(i)) for i, row in enumerate(tok.input_ids)]
+        return (np.asarray([s for s, _ in spans], dtype=np.int64).reshape(-1),
+                np.asarray([e for _, e in spans], dtype=np.int64).reshape(-1), 0)
     if mode == "all":
         start = np.zeros_like(lengths)
     elif mode == "suffix-only":

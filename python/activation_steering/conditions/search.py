@@ -43,9 +43,10 @@ from ..activations.layers import find_decoder_layers, hidden_size, resolve_layer
 from ..activations.prompts import format_prompt
 from ..activations.runner import TruncatedForward
 from ..activations.tokens import Tokenized, length_sorted_batches, pad_right, pad_token_id, tokenize
+from ..activations.user_text import USER_TEXT_TOKEN, user_text_locator
 from .._args import check_writable
 from .report import DEFAULT_ANALYSIS_PATH, analysis_summary, plot_similarities
-from .similarity import COMPARATORS, POOLING_MODES, condition_met
+from .similarity import COMPARATORS, POOLING_CODES, POOLING_MODES, condition_met
 
 MAX_GRID_THRESHOLDS = 10_000_000
 MAX_SCORE_TABLE_BYTES = 2 << 30  # the save_analysis score table [combos, thresholds, 2] float64
@@ -168,7 +169,8 @@ def _condition_directions(condition_vector, layer_ids: list[int], width: int) ->
 def _similarity_matrix(hf_model, tok: Tokenized, pad_id: int, directions: dict[int, torch.Tensor],
                        layer_ids: list[int], mode: str, batch_size: int, show_progress: bool) -> torch.Tensor:
     """sims[N, len(layer_ids)] float32: condition similarity of each string's decoder
-    layer input at each layer, pooled over its real tokens ("mean") or its last one ("last")."""
+    layer input at each layer, pooled over its real tokens ("mean"), its last one ("last")
+    or its user's message ("user_text": the spans `tok.user_span`, set by _prepare)."""
     from tqdm.auto import tqdm
 
     column = {layer: k for k, layer in enumerate(layer_ids)}
@@ -181,19 +183,24 @@ def _similarity_matrix(hf_model, tok: Tokenized, pad_id: int, directions: dict[i
             on_device[key] = directions[layer].to(dev).reshape(1, -1)            # [1, D] float32
         return on_device[key]
 
-    codes = torch.tensor([[1, 0, int(mode == "last")]], dtype=torch.long)     # the op's (bit, comparator, pooling)
+    codes = torch.tensor([[1, 0, POOLING_CODES[mode]]], dtype=torch.long)    # the op's (bit, comparator, pooling)
 
     batches = length_sorted_batches(tok.lengths, batch_size)  # little padding per batch
     with TruncatedForward(hf_model, layer_ids, read="input") as fwd:
         for rows in tqdm(batches, desc="condition similarities", unit="batch", disable=not show_progress):
             ids, mask = pad_right(tok.input_ids, rows, pad_id)
+            op_mask = mask
+            if mode == "user_text":  # the op pools the positions marked USER_TEXT_TOKEN
+                op_mask = mask.clone()
+                for b, r in enumerate(rows):
+                    op_mask[b, int(tok.user_span[r, 0]):int(tok.user_span[r, 1])] = USER_TEXT_TOKEN
             masks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
             out = torch.empty((len(rows), len(layer_ids)), dtype=torch.float32)
 
-            def read(layer: int, hidden: torch.Tensor, masks=masks, mask=mask, out=out) -> None:
+            def read(layer: int, hidden: torch.Tensor, masks=masks, op_mask=op_mask, out=out) -> None:
                 dev = hidden.device
                 if dev not in masks:
-                    masks[dev] = (mask.to(dev), codes.to(dev))
+                    masks[dev] = (op_mask.to(dev), codes.to(dev))
                 # the runtime's own kernel (steer_layer evaluates conditions with it)
                 sims = _ops.condition_similarity(hidden, masks[dev][0], direction(layer, dev), masks[dev][1])
                 out[:, column[layer]] = sims[:, 0].cpu()
@@ -222,6 +229,9 @@ def _prepare(model, strings: list[str], condition_vector, layer_ids_or_range, mo
     empty = np.flatnonzero(tok.lengths == 0).tolist()
     if empty:
         raise ValueError(f"string(s) at index {empty} tokenize to no tokens; remove them or use the chat template")
+    if mode == "user_text":  # the user's message in each string's ids, located as the steering runtime locates it
+        starts, ends = user_text_locator(tokenizer).spans(tok.input_ids, "string")
+        tok.user_span = np.stack([np.asarray(starts, np.int64), np.asarray(ends, np.int64)], axis=1)
     return hf_model, layer_ids, directions, tok, pad_token_id(tokenizer), batch_size
 
 

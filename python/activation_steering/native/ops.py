@@ -123,7 +123,8 @@ def condition_similarity(hidden: torch.Tensor, token_mask: torch.Tensor | None, 
 
     hidden[B, T, D] (a decoder layer's input), token_mask[B, T] (nonzero = real
     token; None = all real), cond_dirs[K, D] float32, cond_codes[K, 3] int64 (only
-    column 2, pooling 1 = last / 0 = mean, is read). See ops.cpp.
+    column 2, pooling 0 = mean / 1 = last / 2 = user_text, is read; user_text pools the
+    positions where token_mask == 2). See ops.cpp.
     """
     if HAVE_COMPILED_OPS and not (hidden.requires_grad and torch.is_grad_enabled()):
         return torch.ops.activation_steering.condition_similarity(hidden, token_mask, cond_dirs, cond_codes)

@@ -30,18 +30,27 @@ def _pool(rows: torch.Tensor, last: bool, d: int, device) -> torch.Tensor:
     return rows[-1] if last else rows.mean(0)
 
 
+def _pooled(hidden_b: torch.Tensor, mask_b: torch.Tensor | None, pooling: int, d: int) -> torch.Tensor:
+    """Row b's pooled vector by the pooling code: 0 mean over the real tokens (mask != 0), 1 the last
+    real token, 2 the mean over the user's message (mask == 2; every position without a mask)."""
+    if mask_b is None:
+        keep = torch.ones(hidden_b.shape[0], dtype=torch.bool, device=hidden_b.device)
+    else:
+        keep = (mask_b == 2) if pooling == 2 else (mask_b != 0)
+    return _pool(hidden_b[keep].to(torch.float32), pooling == 1, d, hidden_b.device)
+
+
 def condition_similarity(hidden: torch.Tensor, token_mask: torch.Tensor | None, cond_dirs: torch.Tensor,
                          cond_codes: torch.Tensor) -> torch.Tensor:
     """Twin of ops.cpp condition_similarity, row by row: sims[B, K] float32."""
     from ..conditions.similarity import condition_similarity as sim_of
 
     B, T, D = hidden.shape
-    real = (token_mask != 0) if token_mask is not None else torch.ones(B, T, dtype=torch.bool, device=hidden.device)
     out = torch.empty((B, cond_dirs.shape[0]), dtype=torch.float32, device=hidden.device)
     for b in range(B):
-        rows = hidden[b][real[b]].to(torch.float32)
+        mask_b = None if token_mask is None else token_mask[b]
         for k in range(cond_dirs.shape[0]):
-            out[b, k] = sim_of(_pool(rows, bool(cond_codes[k, 2]), D, hidden.device), cond_dirs[k])
+            out[b, k] = sim_of(_pooled(hidden[b], mask_b, int(cond_codes[k, 2]), D), cond_dirs[k])
     return out
 
 
@@ -53,7 +62,7 @@ def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Ten
     hidden[B, T, D]; state[B] int64 condition bitmasks, updated IN PLACE;
     token_mask[B, T] (nonzero = real token) or None (all real);
     cond_dirs[K, D] float32, cond_thresholds[K] float32, cond_codes[K, 3] int64
-    (bit value, comparator 1=smaller, pooling 1=last); beh_vecs[M, D] in hidden's
+    (bit value, comparator 1=smaller, pooling 1=last / 2=user_text: mask == 2); beh_vecs[M, D] in hidden's
     dtype; beh_tables[M, 2^C] uint8 truth tables or None (always on). Returns the
     steered hidden state as a new tensor.
     """
@@ -63,10 +72,10 @@ def steer_layer(hidden: torch.Tensor, state: torch.Tensor, token_mask: torch.Ten
     real = (token_mask != 0) if token_mask is not None else torch.ones(B, T, dtype=torch.bool, device=hidden.device)
     if cond_dirs is not None:
         for b in range(B):
-            rows = hidden[b][real[b]].to(torch.float32)                       # [n_real, D]
+            mask_b = None if token_mask is None else token_mask[b]
             for k in range(cond_dirs.shape[0]):
-                bit, smaller, last = (int(x) for x in cond_codes[k])
-                sim = condition_similarity(_pool(rows, bool(last), D, hidden.device), cond_dirs[k])
+                bit, smaller, pooling = (int(x) for x in cond_codes[k])
+                sim = condition_similarity(_pooled(hidden[b], mask_b, pooling, D), cond_dirs[k])
                 if bool(condition_met(sim, float(cond_thresholds[k]), "smaller" if smaller else "larger")):
                     state[b] |= bit
     out = hidden.clone(memory_format=torch.contiguous_format)

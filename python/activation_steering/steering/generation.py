@@ -39,7 +39,7 @@ import threading
 
 import torch
 
-from .state import PromptSession, SteeringState, StopPrepass
+from .state import PromptSession, SteeringState, StopPrepass, user_text_mask
 
 CONTINUOUS_BATCHING_ERROR = (
     "continuous batching (generate_batch / cache_implementation='paged') packs several requests into shared "
@@ -202,7 +202,10 @@ class GenerationGuard:
                     "which needs the whole prompt in one pass; pass prefill_chunk_size=None, or "
                     "apply_behavior_on_first_call=False")
             needs_prepass = needs_prepass or self.has_conditions
-        return PromptSession(real, width, cached or 0, needs_prepass=needs_prepass)
+        session = PromptSession(real, width, cached or 0, needs_prepass=needs_prepass)
+        if self.ctx.user_text is not None:  # a condition pools the user's message: locate it now, before generating
+            session.pool = user_text_mask(self.ctx, prompt["ids"] if prompt["embeds"] is None else None, real, width)
+        return session
 
     def _prepass(self, prompt: dict, session: PromptSession) -> None:
         """The one-pass prompt pass over the whole prompt, up to the deepest condition layer: seeds the state."""

@@ -29,7 +29,7 @@ import torch
 
 from .. import _core
 from .._args import check_flag
-from ..conditions.similarity import COMPARATORS, POOLING_MODES
+from ..conditions.similarity import COMPARATORS, POOLING_CODES, POOLING_MODES
 from ..vectors.provenance import check_vector_matches
 
 MAX_CONDITIONS: int = _core.MAX_CONDITIONS  # as_core.h AS_MAX_CONDITIONS: truth tables have 2**n entries
@@ -43,7 +43,7 @@ class LayerPlan:
     cond_ids: tuple[int, ...] = ()                 # 0-based condition indices evaluated here
     cond_dirs: torch.Tensor | None = None          # [K, D] float32
     cond_thresholds: torch.Tensor | None = None    # [K] float32
-    cond_codes: torch.Tensor | None = None         # [K, 3] int64: (1 << j, smaller?, last?)
+    cond_codes: torch.Tensor | None = None         # [K, 3] int64: (1 << j, smaller?, pooling code)
     beh_ids: tuple[int, ...] = ()                  # 0-based behaviour indices applied here
     beh_vecs: torch.Tensor | None = None           # [M, D] float32, already scaled
     beh_tables: torch.Tensor | None = None         # [M, 2**C] uint8, or None = always on
@@ -60,6 +60,7 @@ class SteeringPlan:
     n_behaviors: int = 0
     use_ooi_preventive_normalization: bool = False
     apply_behavior_on_first_call: bool = True
+    user_text: bool = False  # some condition pools the user's message (the hooks need its token mask)
 
     def early_behavior_layers(self) -> list[int]:
         """Behaviour layers that run before the first condition layer (on the prompt pass
@@ -90,6 +91,7 @@ class _Item:
     value_name: str        # the strength / threshold argument
     smaller: bool = False  # conditions: comparator "smaller"
     last: bool = False     # conditions: pooling "last"
+    user_text: bool = False  # conditions: pooling "user_text" (the core sees "mean"; the code is set after it)
 
     def as_core_tuple(self) -> tuple:
         keys, dirs, evr, has_evr = [], [], [], []
@@ -212,16 +214,20 @@ def _compile(n_layers: int, hidden_size: int, behaviors: list[_Item | None], con
             continue
         lp = dict(layer=layer)
         if c.start != c.stop:
-            lp.update(cond_ids=tuple(int(j) for j in t["cond_index"][c]), cond_dirs=cond_rows[c],
-                      cond_thresholds=torch.from_numpy(t["cond_thresholds"][c]),
-                      cond_codes=torch.from_numpy(t["cond_codes"][c]))
+            cond_ids = tuple(int(j) for j in t["cond_index"][c])
+            codes = torch.from_numpy(t["cond_codes"][c].copy())
+            for k, j in enumerate(cond_ids):  # the op's pooling code of "user_text" (conditions/similarity.py)
+                if conditions[j].user_text:
+                    codes[k, 2] = POOLING_CODES["user_text"]
+            lp.update(cond_ids=cond_ids, cond_dirs=cond_rows[c],
+                      cond_thresholds=torch.from_numpy(t["cond_thresholds"][c]), cond_codes=codes)
         if b.start != b.stop:
             lp.update(beh_ids=tuple(int(k) for k in t["beh_index"][b]), beh_vecs=beh_rows[b],
                       beh_tables=torch.from_numpy(t["beh_tables"][b]) if t["layer_gated"][layer] else None)
         layers[layer] = LayerPlan(**lp)
     return SteeringPlan(n_layers=n_layers, hidden_size=hidden_size, layers=layers, n_conditions=len(conditions),
                         n_behaviors=len(behaviors), use_ooi_preventive_normalization=ooi,
-                        apply_behavior_on_first_call=apply_first)
+                        apply_behavior_on_first_call=apply_first, user_text=any(c.user_text for c in conditions))
 
 
 def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, behavior_layer_ids=None,
@@ -250,7 +256,7 @@ def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, beha
         conditions = [_Item(condition_vector, _check_layers(condition_layer_ids, "condition_layer_ids"),
                             _check_threshold(condition_vector_threshold, "condition_vector_threshold"), False,
                             "condition_vector", "condition_layer_ids", "condition_vector_threshold",
-                            smaller=cmp_ == "smaller", last=mode == "last")]
+                            smaller=cmp_ == "smaller", last=mode == "last", user_text=mode == "user_text")]
     tables = np.array([[0, 1]], dtype=np.uint8) if conditions else None  # "if C1 then B1"
     return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first, config)
 
@@ -298,6 +304,7 @@ def build_multisteer_plan(n_layers: int, hidden_size: int, behavior_vectors, beh
         conditions.append(_Item(vec, _check_layers(clayers[j], f"condition_layer_ids[{j}]"),
                                 _check_threshold(cthr[j], f"condition_vector_thresholds[{j}]"), False,
                                 f"condition_vectors[{j}]", f"condition_layer_ids[{j}]",
-                                f"condition_vector_thresholds[{j}]", smaller=cmp_ == "smaller", last=mode == "last"))
+                                f"condition_vector_thresholds[{j}]", smaller=cmp_ == "smaller", last=mode == "last",
+                                user_text=mode == "user_text"))
     tables = _core.rules_compile(rule_list, len(conditions), len(behaviors))
     return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first, config)

@@ -31,6 +31,7 @@ import threading
 import torch
 
 from ..activations.runner import CACHE_ARGUMENTS as _CACHE_ARGS
+from ..activations.user_text import UserText
 from ..config import GlobalConfig, log
 
 
@@ -55,6 +56,7 @@ class PromptSession:
 
     def __init__(self, real: torch.Tensor | None, length: int, cached: int, needs_prepass: bool) -> None:
         self.real = real
+        self.pool: torch.Tensor | None = None  # [B0, length] int64 user-text token mask, when a condition needs it
         self.length = length
         self.consumed = cached
         self.needs_prepass = needs_prepass
@@ -80,6 +82,7 @@ class SteeringState:
         self.session: PromptSession | None = None
         self.active: int | None = None               # thread id of the forward in flight (plain forwards)
         self.verbose: bool = False
+        self.user_text: UserText | None = None      # the locator, when a condition pools "user_text"
 
     # -- generation sessions (steering/generation.py) ------------------------ #
     def begin(self, session: PromptSession) -> None:
@@ -146,6 +149,19 @@ def _cache_length(cache) -> int:
     if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
         return int(cache[0][0].shape[-2])  # legacy tuple-of-tuples cache
     return 0
+
+
+def user_text_mask(ctx: SteeringState, ids: torch.Tensor | None, real: torch.Tensor, width: int) -> torch.Tensor:
+    """The op's token mask [B, width] int64 of prompts whose conditions pool "user_text": 0 padding,
+    1 other real tokens, 2 the user's message (activations/user_text.py). The message is located in the
+    prompt's token ids, so a prompt given only as inputs_embeds, or without its cached prefix, raises."""
+    if ids is None:
+        raise ValueError("condition_threshold_comparison_mode='user_text' locates the user's message in the prompt's "
+                         "token ids; pass input_ids (not inputs_embeds), or use 'mean' or 'last'")
+    if ids.dim() != 2 or ids.shape[1] != width:
+        raise ValueError("condition_threshold_comparison_mode='user_text' needs the FULL input_ids of the prompt (the "
+                         f"cached prefix included): got {tuple(ids.shape)} ids for a prompt of {width} positions")
+    return ctx.user_text.mask(ids, real)
 
 
 class PromptWatcher:
@@ -215,6 +231,10 @@ class PromptWatcher:
         ctx.n_prompt = width if prompt else 0
         ctx.record = False
         ctx.token_mask = mask[:, -width:] if prompt and isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        if prompt and ctx.user_text is not None:
+            ids = self._arg(args, kwargs, "input_ids")
+            real = ctx.token_mask if ctx.token_mask is not None else torch.ones(batch, width, dtype=torch.long)
+            ctx.token_mask = user_text_mask(ctx, ids, real, width).to(x.device)
         if prompt:
             ctx.state = torch.zeros(batch, dtype=torch.long, device=x.device)
 
@@ -222,7 +242,7 @@ class PromptWatcher:
         ctx = self.ctx
         ctx.is_prompt = ctx.evaluate = ctx.record = True
         ctx.n_prompt = width
-        ctx.token_mask = session.real.to(x.device)
+        ctx.token_mask = (session.real if session.pool is None else session.pool).to(x.device)
         ctx.state = torch.zeros(batch, dtype=torch.long, device=x.device)
         ctx.snapshots = {}
         ctx.known = True
@@ -250,9 +270,13 @@ class PromptWatcher:
             ctx.record = False
             if not ctx.known and n_prompt:  # pragma: no cover - generation.py seeds every split prompt
                 raise RuntimeError("steering: a prompt arrived in parts without its conditions being computed")
-        real = session.real
+        real = session.real if session.pool is None else session.pool
         if real.device != x.device:
-            real = session.real = real.to(x.device)
+            real = real.to(x.device)
+            if session.pool is None:
+                session.real = real
+            else:
+                session.pool = real
         ctx.token_mask = real[:, start:start + n_prompt] if n_prompt else None
 
     def _expand(self, batch: int, session: PromptSession) -> None:
@@ -265,3 +289,5 @@ class PromptWatcher:
         ctx.state = ctx.state.repeat_interleave(k, 0)
         ctx.snapshots = {i: s.repeat_interleave(k, 0) for i, s in ctx.snapshots.items()}
         session.real = session.real.repeat_interleave(k, 0)
+        if session.pool is not None:
+            session.pool = session.pool.repeat_interleave(k, 0)
