@@ -297,6 +297,14 @@ static PyObject *condsearch_result(const as_condsearch_best_t *best, const int64
                          best->f1, "tp", (long long)best->tp, "fp", (long long)best->fp, extra_key, extra);
 }
 
+/* layer_combination "or" / "and" -> its code. Any other value maps to -1, which the
+ * core refuses through its error record (argument "layer_combination"). */
+static int condsearch_combination(const char *name) {
+    if (!name || strcmp(name, "or") == 0) return AS_COMBINE_OR;
+    if (strcmp(name, "and") == 0) return AS_COMBINE_AND;
+    return -1;
+}
+
 /* condsearch_count(n_layers, max_combine) -> int: sum_{r=1..max_combine} C(n_layers, r). */
 static PyObject *py_condsearch_count(PyObject *self, PyObject *args) {
     long long n_layers, max_combine;
@@ -308,14 +316,15 @@ static PyObject *py_condsearch_count(PyObject *self, PyObject *args) {
 /* condsearch_grid(sims[n, L] f64, labels[n] bool, max_combine, thresholds[T] f64,
  *                 return_scores=False) -> dict (see the method table). */
 static PyObject *py_condsearch_grid(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"sims", "labels", "max_combine", "thresholds", "return_scores", NULL};
+    static char *kwlist[] = {"sims", "labels", "max_combine", "thresholds", "return_scores", "layer_combination", NULL};
     PyObject *sims_obj, *labels_obj, *thr_obj;
     long long max_combine;
     int return_scores = 0;
+    const char *combination = NULL;
     PyArrayObject *sims = NULL, *labels = NULL, *thr = NULL, *scores = NULL;
     int64_t *cols = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOLO|p:condsearch_grid", kwlist, &sims_obj, &labels_obj,
-                                     &max_combine, &thr_obj, &return_scores))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOLO|p$s:condsearch_grid", kwlist, &sims_obj, &labels_obj,
+                                     &max_combine, &thr_obj, &return_scores, &combination))
         return NULL;
     if (condsearch_inputs(sims_obj, labels_obj, &sims, &labels) < 0) goto error;
     thr = as_array(thr_obj, NPY_FLOAT64, 1, "thresholds");
@@ -343,7 +352,8 @@ static PyObject *py_condsearch_grid(PyObject *self, PyObject *args, PyObject *kw
     as_status st;
     Py_BEGIN_ALLOW_THREADS
     st = as_condsearch_grid((const double *)PyArray_DATA(sims), n, L, (const uint8_t *)PyArray_DATA(labels),
-                            (int64_t)max_combine, (const double *)PyArray_DATA(thr), T, &best, cols,
+                            (int64_t)max_combine, (as_combination)condsearch_combination(combination),
+                            (const double *)PyArray_DATA(thr), T, &best, cols,
                             scores ? (double *)PyArray_DATA(scores) : NULL, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
@@ -369,14 +379,15 @@ error:
 
 /* condsearch_exact(sims[n, L] f64, labels[n] bool, max_combine, return_per_combo=False) -> dict. */
 static PyObject *py_condsearch_exact(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"sims", "labels", "max_combine", "return_per_combo", NULL};
+    static char *kwlist[] = {"sims", "labels", "max_combine", "return_per_combo", "layer_combination", NULL};
     PyObject *sims_obj, *labels_obj;
     long long max_combine;
     int return_per_combo = 0;
+    const char *combination = NULL;
     PyArrayObject *sims = NULL, *labels = NULL, *per = NULL;
     int64_t *cols = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOL|p:condsearch_exact", kwlist, &sims_obj, &labels_obj,
-                                     &max_combine, &return_per_combo))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOL|p$s:condsearch_exact", kwlist, &sims_obj, &labels_obj,
+                                     &max_combine, &return_per_combo, &combination))
         return NULL;
     if (condsearch_inputs(sims_obj, labels_obj, &sims, &labels) < 0) goto error;
     int64_t n = PyArray_DIM(sims, 0), L = PyArray_DIM(sims, 1);
@@ -397,7 +408,8 @@ static PyObject *py_condsearch_exact(PyObject *self, PyObject *args, PyObject *k
     as_status st;
     Py_BEGIN_ALLOW_THREADS
     st = as_condsearch_exact((const double *)PyArray_DATA(sims), n, L, (const uint8_t *)PyArray_DATA(labels),
-                             (int64_t)max_combine, &best, cols, per ? (double *)PyArray_DATA(per) : NULL, &e);
+                             (int64_t)max_combine, (as_combination)condsearch_combination(combination), &best, cols,
+                             per ? (double *)PyArray_DATA(per) : NULL, &e);
     Py_END_ALLOW_THREADS
     if (st != AS_OK) {
         raise_error(&e, NULL);
@@ -839,10 +851,12 @@ static PyMethodDef core_methods[] = {
     {"condsearch_count", py_condsearch_count, METH_VARARGS,
      "condsearch_count(n_layers, max_combine) -> int: number of layer combinations of size 1..max_combine."},
     {"condsearch_grid", (PyCFunction)(void (*)(void))py_condsearch_grid, METH_VARARGS | METH_KEYWORDS,
-     "condsearch_grid(sims[n, L] f64, labels[n] bool, max_combine, thresholds[T] f64, return_scores=False) -> dict "
+     "condsearch_grid(sims[n, L] f64, labels[n] bool, max_combine, thresholds[T] f64, return_scores=False, *, "
+     "layer_combination='or'|'and') -> dict "
      "columns, combo_index, threshold_index, threshold, direction, f1, tp, fp, scores ([n_combos, T, 2] or None)."},
     {"condsearch_exact", (PyCFunction)(void (*)(void))py_condsearch_exact, METH_VARARGS | METH_KEYWORDS,
-     "condsearch_exact(sims[n, L] f64, labels[n] bool, max_combine, return_per_combo=False) -> dict "
+     "condsearch_exact(sims[n, L] f64, labels[n] bool, max_combine, return_per_combo=False, *, "
+     "layer_combination='or'|'and') -> dict "
      "as condsearch_grid (threshold_index -1), per_combo ([n_combos, 2, 2] (threshold, f1) or None)."},
     /* rules + plan */
     {"rules_compile", py_rules_compile, METH_VARARGS,

@@ -13,10 +13,14 @@
  *   - a threshold t and a comparator: AS_CMP_LARGER ("the threshold is larger"):
  *     the condition is met at a column iff sim < t (strict); AS_CMP_SMALLER: met
  *     iff sim > t (strict);
- *   - a string is predicted positive iff the condition is met at ANY column of the
- *     combination. For LARGER that is min_l sim < t, for SMALLER max_l sim > t:
- *     every combination reduces to one value per string, which is what makes the
- *     search cheap.
+ *   - the layer combination (as_combination): with AS_COMBINE_OR a string is
+ *     predicted positive iff the condition is met at ANY column of the
+ *     combination (for LARGER that is min_l sim < t, for SMALLER max_l sim > t);
+ *     with AS_COMBINE_AND iff it is met at EVERY column (LARGER: max_l sim < t,
+ *     SMALLER: min_l sim > t). One threshold and one comparator are shared by all
+ *     columns of a combination. Either way every combination reduces to one value
+ *     per string, which is what makes the search cheap; a search runs ONE
+ *     combination mode (the caller runs both and merges when it wants both).
  * Score: F1 with label 1 as the positive class, F1 = 2TP / (2TP + FP + FN), and
  * F1 = 0 when TP = 0. Scores are compared exactly (integer cross-multiplication),
  * so equal F1 values tie even when their counts differ, and the FIRST candidate
@@ -40,7 +44,8 @@
  * comparison in 64-bit integers), 1 <= max_combine <= n_layers, and at most
  * AS_CONDSEARCH_MAX_COMBOS combinations (AS_ERR_RANGE beyond). sims and
  * thresholds must be finite (AS_ERR_NONFINITE). Every failure fills the error
- * record (argument "sims", "labels", "thresholds" or "max_layers_to_combine").
+ * record (argument "sims", "labels", "thresholds", "max_layers_to_combine" or
+ * "layer_combination").
  * Outputs are written only on AS_OK. Deterministic; no global state; safe from
  * several threads.
  *
@@ -65,6 +70,12 @@ typedef enum {
     AS_CMP_SMALLER = 1 /* met iff sim > threshold */
 } as_comparator;
 
+/* How the columns of a combination are combined (docs/semantics.md). */
+typedef enum {
+    AS_COMBINE_OR = 0, /* met at ANY column (the seed's rule)  */
+    AS_COMBINE_AND = 1 /* met at EVERY column                  */
+} as_combination;
+
 /* The winning candidate of a search; its columns are written to best_cols. */
 typedef struct {
     int64_t combo_index;     /* rank of the combination in the enumeration order */
@@ -86,6 +97,8 @@ as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int6
 /* Grid search.
  *   sims[n_strings, n_layers]   finite doubles
  *   labels[n_strings]           0 or 1 (anything else: AS_ERR_INVALID_ARG)
+ *   combination                 AS_COMBINE_OR or AS_COMBINE_AND (else AS_ERR_INVALID_ARG,
+ *                               argument "layer_combination")
  *   thresholds[n_thresholds]    finite, non-decreasing, 1 <= n_thresholds < 2^31
  *   best                        out: the first best candidate in the documented order. When
  *                               every candidate scores 0 it is the very first one
@@ -96,12 +109,14 @@ as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int6
  *                               every candidate ([..., 0] LARGER, [..., 1] SMALLER;
  *                               n_combos from as_condsearch_count_combos)       */
 as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
-                             int64_t max_combine, const double *thresholds, int64_t n_thresholds,
-                             as_condsearch_best_t *best, int64_t *best_cols, double *scores, as_error_t *err);
+                             int64_t max_combine, as_combination combination, const double *thresholds,
+                             int64_t n_thresholds, as_condsearch_best_t *best, int64_t *best_cols, double *scores,
+                             as_error_t *err);
 
 /* Exact search over all real thresholds (same inputs as the grid search minus
- * the thresholds). Candidates per combination and comparator, with v = min
- * (LARGER) or max (SMALLER) over the combination's columns and d_0 < ... < d_k
+ * the thresholds). Candidates per combination and comparator, with v the
+ * combination's reduced value (OR: min for LARGER, max for SMALLER; AND: max
+ * for LARGER, min for SMALLER) and d_0 < ... < d_k
  * the distinct values of v, in ascending order:
  *   d_0 - 1,  (d_0 + d_1) / 2,  ...,  (d_{k-1} + d_k) / 2,  d_k + 1
  * (midpoints computed as 0.5 * d_j + 0.5 * d_{j+1}, the ends as d_0 - 1.0 and
@@ -116,8 +131,8 @@ as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_la
  *                      comparator (0 LARGER, 1 SMALLER) its first best
  *                      (threshold, f1)                                          */
 as_status as_condsearch_exact(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
-                              int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, double *per_combo,
-                              as_error_t *err);
+                              int64_t max_combine, as_combination combination, as_condsearch_best_t *best,
+                              int64_t *best_cols, double *per_combo, as_error_t *err);
 
 #ifdef __cplusplus
 }

@@ -43,10 +43,15 @@ as_status as_condsearch_count_combos(int64_t n_layers, int64_t max_combine, int6
 
 /* Common argument checks of both searches; counts positives into *n_pos. */
 static as_status check_inputs(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
-                              int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, int64_t *n_pos,
-                              int64_t *n_combos, as_error_t *err) {
+                              int64_t max_combine, as_combination combination, as_condsearch_best_t *best,
+                              int64_t *best_cols, int64_t *n_pos, int64_t *n_combos, as_error_t *err) {
     if (!sims || !labels || !best || !best_cols)
         return as_error_set(err, AS_ERR_INVALID_ARG, NULL, -1, -1, "NULL pointer", "condsearch: a pointer is NULL");
+    if (combination != AS_COMBINE_OR && combination != AS_COMBINE_AND)
+        return as_error_set(err, AS_ERR_INVALID_ARG, "layer_combination", -1, -1, "unknown layer combination",
+                            "layer_combination must be 'or' (any layer of a combination meets the condition) or "
+                            "'and' (every layer meets it), got code %d",
+                            (int)combination);
     if (n_strings < 1 || n_strings > AS_CONDSEARCH_MAX_STRINGS || n_layers < 1 || n_layers > INT64_MAX / n_strings)
         return as_error_set(err, AS_ERR_INVALID_ARG, "sims", -1, -1, "sims has no rows, no columns or too many rows",
                             "sims must be [n_strings, n_layers] with 1..%lld strings and >= 1 layer, got (%lld, %lld)",
@@ -94,15 +99,20 @@ static double f1_value(int64_t tp, int64_t fp, int64_t n_pos) {
     return (double)(2 * tp) / (double)(tp + fp + n_pos);
 }
 
-/* THE combination iterator of both searches. It enumerates every combination of
- * 1..R columns out of L (by size, then lexicographic: itertools.combinations
- * order) and keeps, for the current one, the per-string reductions both
- * searches score:
+/* THE combination iterator of both searches and both layer combinations. It
+ * enumerates every combination of 1..R columns out of L (by size, then
+ * lexicographic: itertools.combinations order) and keeps, for the current one,
+ * the per-string reductions both searches score:
  *   vmin[s] = min over the combination's columns of key_min[col, s]
  *   vmax[s] = max over the combination's columns of key_max[col, s]
  * with key_min / key_max column-major [L, n]. Prefix reductions [R, n] are
  * shared between consecutive combinations: only the positions from the first
- * changed column on are recomputed. */
+ * changed column on are recomputed.
+ *
+ * OR and AND differ only in which reduction each comparator reads:
+ *   LARGER  (met iff sim < t): OR  = any column  <=> min sim < t,
+ *                              AND = every column <=> max sim < t;
+ *   SMALLER (met iff sim > t): OR  <=> max sim > t,  AND <=> min sim > t. */
 typedef struct {
     const double *key_min, *key_max; /* [L, n]                                 */
     int64_t n, L, R;
@@ -221,10 +231,12 @@ static int32_t count_lt(const double *t, int64_t n, double x) {
 }
 
 as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
-                             int64_t max_combine, const double *thresholds, int64_t n_thresholds,
-                             as_condsearch_best_t *best, int64_t *best_cols, double *scores, as_error_t *err) {
+                             int64_t max_combine, as_combination combination, const double *thresholds,
+                             int64_t n_thresholds, as_condsearch_best_t *best, int64_t *best_cols, double *scores,
+                             as_error_t *err) {
     int64_t n_pos = 0, n_combos = 0;
-    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, best, best_cols, &n_pos, &n_combos, err);
+    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, combination, best, best_cols, &n_pos,
+                                &n_combos, err);
     if (st != AS_OK) return st;
     if (!thresholds || n_thresholds < 1 || n_thresholds >= INT32_MAX)
         return as_error_set(err, AS_ERR_INVALID_ARG, "thresholds", -1, -1, "no thresholds or too many",
@@ -242,13 +254,16 @@ as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_la
 
     /* Position of each sim in the grid, column-major [L, n] (exact small integers
      * in double, so the iterator's reductions are shared with the exact mode):
-     *   ub = #{t <= sim}: LARGER (sim < t_j) holds iff j >= ub; min over columns.
-     *   lb = #{t <  sim}: SMALLER (sim > t_j) holds iff j < lb; max over columns. */
+     *   ub = #{t <= sim}: LARGER (sim < t_j) holds at a column iff j >= ub;
+     *   lb = #{t <  sim}: SMALLER (sim > t_j) holds at a column iff j < lb.
+     * OR:  LARGER holds iff j >= min ub, SMALLER iff j < max lb;
+     * AND: LARGER holds iff j >= max ub, SMALLER iff j < min lb. */
     double *ub = malloc((size_t)(L * n) * sizeof *ub);
     double *lb = malloc((size_t)(L * n) * sizeof *lb);
     int64_t *hist = calloc((size_t)(4 * (T + 1)), sizeof *hist); /* [4, T + 1] */
+    const int and_mode = combination == AS_COMBINE_AND;
     combo_iter_t it;
-    st = combo_iter_init(&it, ub, lb, n, L, R);
+    st = combo_iter_init(&it, and_mode ? lb : ub, and_mode ? ub : lb, n, L, R);
     if (st != AS_OK || !ub || !lb || !hist) {
         st = as_error_set(err, AS_ERR_NOMEM, NULL, -1, -1, "out of memory", "condsearch_grid: out of memory");
         goto done;
@@ -264,15 +279,16 @@ as_status as_condsearch_grid(const double *sims, int64_t n_strings, int64_t n_la
     int have_best = 0;
     score_t best_score = {0, 1};
     while (combo_iter_next(&it)) {
-        const double *vmin = it.vmin, *vmax = it.vmax;
+        /* the reduced ub (LARGER) and lb (SMALLER) of each string */
+        const double *vl = and_mode ? it.vmax : it.vmin, *vs = and_mode ? it.vmin : it.vmax;
         memset(hist, 0, (size_t)(4 * (T + 1)) * sizeof *hist);
         for (int64_t s = 0; s < n; s++) {
             if (labels[s]) {
-                h_lp[(int64_t)vmin[s]]++;
-                h_sp[(int64_t)vmax[s]]++;
+                h_lp[(int64_t)vl[s]]++;
+                h_sp[(int64_t)vs[s]]++;
             } else {
-                h_ln[(int64_t)vmin[s]]++;
-                h_sn[(int64_t)vmax[s]]++;
+                h_ln[(int64_t)vl[s]]++;
+                h_sn[(int64_t)vs[s]]++;
             }
         }
         /* Sweep thresholds ascending, LARGER before SMALLER at each. */
@@ -373,10 +389,11 @@ static void sweep_exact(const item_t *items, int64_t n, int64_t n_pos, as_compar
 }
 
 as_status as_condsearch_exact(const double *sims, int64_t n_strings, int64_t n_layers, const uint8_t *labels,
-                              int64_t max_combine, as_condsearch_best_t *best, int64_t *best_cols, double *per_combo,
-                              as_error_t *err) {
+                              int64_t max_combine, as_combination combination, as_condsearch_best_t *best,
+                              int64_t *best_cols, double *per_combo, as_error_t *err) {
     int64_t n_pos = 0, n_combos = 0;
-    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, best, best_cols, &n_pos, &n_combos, err);
+    as_status st = check_inputs(sims, n_strings, n_layers, labels, max_combine, combination, best, best_cols, &n_pos,
+                                &n_combos, err);
     if (st != AS_OK) return st;
     const int64_t n = n_strings, L = n_layers, R = max_combine;
 
@@ -397,7 +414,8 @@ as_status as_condsearch_exact(const double *sims, int64_t n_strings, int64_t n_l
         double t[2];
         int64_t tp[2], fp[2];
         for (int c = 0; c < 2; c++) {
-            const double *v = c == AS_CMP_LARGER ? it.vmin : it.vmax;
+            /* OR: LARGER reads the min, SMALLER the max; AND the other way round */
+            const double *v = (c == AS_CMP_LARGER) != (combination == AS_COMBINE_AND) ? it.vmin : it.vmax;
             for (int64_t s = 0; s < n; s++) {
                 items[s].v = v[s];
                 items[s].label = labels[s];

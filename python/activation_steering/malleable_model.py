@@ -173,7 +173,7 @@ class MalleableModel:
               condition_vector_threshold: float | None = None, condition_comparator_threshold_is: str = "larger",
               condition_threshold_comparison_mode: str = "mean", use_explained_variance: bool = False,
               use_ooi_preventive_normalization: bool = False, apply_behavior_on_first_call: bool = True,
-              **kwargs: Any) -> None:
+              condition_layer_combination: str = "or", **kwargs: Any) -> None:
         """Steer with one behaviour vector (ActAdd), optionally only when one condition is met (CAST).
 
         At each behaviour layer's input, `strength * v[layer]` (float `[D]`, in the
@@ -199,10 +199,17 @@ class MalleableModel:
             use_ooi_preventive_normalization: rescale steered rows whose norm grows (or goes
                 non-finite) back to the unsteered norm.
             apply_behavior_on_first_call: also steer the prompt pass (True) or only generated tokens.
+            condition_layer_combination: with several condition layers, "or" (default: met
+                when ANY layer meets it) or "and" (met only when EVERY layer meets it, same
+                threshold and comparator at each). "and" is the multisteer form with the
+                condition vector listed once per layer and the rule "if C1 and C2 ... then B1"
+                (at most 16 layers). A `find_best_condition_point` result installs with
+                `steer(behavior_vector=..., **point.steer_kwargs())` (docs/semantics.md).
 
         Raises:
             ValueError: a layer id out of range, a vector of the wrong hidden size or
-                missing layers, an unknown comparator or mode, NaN/Inf in a vector;
+                missing layers, an unknown comparator, mode or layer combination, NaN/Inf
+                in a vector, a layer listed twice with "and";
                 "user_text" with a tokenizer whose chat template does not mark the
                 user's message. While generating with "user_text": a prompt given as
                 inputs_embeds only, or one with template markers but no closed,
@@ -218,7 +225,8 @@ class MalleableModel:
             behavior_vector_strength, condition_vector, condition_layer_ids, condition_vector_threshold,
             condition_comparator_threshold_is, condition_threshold_comparison_mode, use_explained_variance,
             use_ooi_preventive_normalization, apply_behavior_on_first_call,
-            config=getattr(self._as_wrapped_model, "config", None))
+            config=getattr(self._as_wrapped_model, "config", None),
+            condition_layer_combination=condition_layer_combination)
         self._install(plan)
         if plan.apply_behavior_on_first_call:
             early = plan.early_behavior_layers()  # from the validated plan: nothing after the swap may raise
@@ -285,7 +293,8 @@ class MalleableModel:
                                   file_path: str | None = None, condition_threshold_comparison_mode: str = "mean",
                                   exact: bool = False, batch_size: int = 32, plot: bool | str = False,
                                   tokenizer: Any = None, use_chat_template: bool = True,
-                                  show_progress: bool | None = None) -> tuple[list[int], float, str, float]:
+                                  show_progress: bool | None = None,
+                                  layer_combination: str = "or") -> tuple[list[int], float, str, float]:
         """Search condition layers, threshold and comparator for the best F1 (the CAST paper's grid search).
 
         Every prompt runs once through the model (truncated after the deepest layer);
@@ -312,15 +321,20 @@ class MalleableModel:
             tokenizer: override of the model's tokenizer.
             use_chat_template: format prompts with the chat template.
             show_progress: a bar over batches (default: when MalleableModel logs verbosely).
+            layer_combination: "or" (default: a prompt is positive when ANY layer of the
+                combination meets the condition), "and" (EVERY layer meets it; one threshold
+                and comparator shared by the layers) or "both" (OR wins at equal F1).
 
         Returns:
-            `(layers, threshold, direction, f1)`: the layer ids, the threshold, "larger"
-            or "smaller", and the F1 on the given prompts in [0, 1].
+            A `ConditionPoint`, the tuple `(layers, threshold, direction, f1)`: the layer ids,
+            the threshold, "larger" or "smaller", and the F1 on the given prompts in [0, 1];
+            it also carries `.layer_combination` ("or"/"and") and `.steer_kwargs()`, the
+            condition arguments of `steer` that install it.
 
         Raises:
             ValueError: empty prompt lists, a bad range or step, too many combinations, an
-                unknown mode; with "user_text", a string whose user message cannot be
-                delimited (named by its index) or a template that does not mark it.
+                unknown mode or layer_combination; with "user_text", a string whose user
+                message cannot be delimited (named by its index) or a template that does not mark it.
             TypeError: wrongly typed arguments.
         """
         from .conditions.search import find_best_condition_point
@@ -332,7 +346,8 @@ class MalleableModel:
             file_path=file_path,
             condition_threshold_comparison_mode=condition_threshold_comparison_mode, exact=exact,
             batch_size=batch_size, plot=plot, tokenizer=tokenizer,
-            use_chat_template=use_chat_template, show_progress=show_progress)
+            use_chat_template=use_chat_template, show_progress=show_progress,
+            layer_combination=layer_combination)
 
     @staticmethod
     def _reject_unknown(kwargs: dict, method: str) -> None:

@@ -56,17 +56,21 @@ def _depth(sims) -> int:
     return sims.shape[1] if sims.ndim == 2 else 1
 
 
-def test_grid_search_vs_brute_force():
+@pytest.mark.parametrize("combination", ["or", "and"])
+def test_grid_search_vs_brute_force(combination):
     check_against_twin(
-        lambda sims, labels: _point(_core.condsearch_grid(sims, labels, _depth(sims), GRID)),
-        lambda sims, labels: _point(brute_grid(np.asarray(sims, np.float64), labels, _depth(sims), GRID)[0]),
+        lambda sims, labels: _point(_core.condsearch_grid(sims, labels, _depth(sims), GRID,
+                                                          layer_combination=combination)),
+        lambda sims, labels: _point(brute_grid(np.asarray(sims, np.float64), labels, _depth(sims), GRID,
+                                               combination)[0]),
         _search_cases())
 
 
-def test_exact_search_vs_brute_force():
+@pytest.mark.parametrize("combination", ["or", "and"])
+def test_exact_search_vs_brute_force(combination):
     check_against_twin(
-        lambda sims, labels: _point(_core.condsearch_exact(sims, labels, _depth(sims))),
-        lambda sims, labels: _point(brute_exact(np.asarray(sims, np.float64), labels, _depth(sims))[0]),
+        lambda sims, labels: _point(_core.condsearch_exact(sims, labels, _depth(sims), layer_combination=combination)),
+        lambda sims, labels: _point(brute_exact(np.asarray(sims, np.float64), labels, _depth(sims), combination)[0]),
         _search_cases())
 
 

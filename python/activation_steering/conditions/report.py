@@ -27,23 +27,36 @@ def threshold_keys(grid: np.ndarray) -> list[str]:
     return [repr(float(t)) for t in grid]
 
 
+def combination_key(combo, layer_combination: str = "or") -> str:
+    """The analysis key of one layer combination: "layers_3_5" for OR (the reference's
+    key), "and_layers_3_5" for AND."""
+    return ("and_" if layer_combination == "and" else "") + "layers_" + "_".join(map(str, combo))
+
+
 def analysis_summary(sims: torch.Tensor, labels: np.ndarray, layer_ids: list[int], max_combine: int, grid: np.ndarray,
-              res: dict, exact: bool, best_layers, best_threshold, best_comparator, best_f1, mode: str) -> dict:
-    """The save_analysis JSON (the reference's layout, plus the search settings)."""
+                     results: dict[str, dict], exact: bool, best_layers, best_threshold, best_comparator, best_f1,
+                     mode: str, best_combination: str = "or", layer_combination: str = "or") -> dict:
+    """The save_analysis JSON (the reference's layout, plus the search settings).
+
+    results: {"or": core result, "and": core result} for the rules searched. Each
+    combination entry carries its rule in "layer_combination"; OR entries keep the
+    reference's keys ("layers_3_5"), AND entries are keyed "and_layers_3_5"."""
     analysis: dict[str, Any] = {}
     combos = [c for r in range(1, max_combine + 1) for c in combinations(layer_ids, r)]
-    if exact:
-        per = res["per_combo"]                                       # [n_combos, 2, 2] (threshold, f1)
+    keys = None if exact else threshold_keys(grid)
+    for comb, res in results.items():
         for k, combo in enumerate(combos):
-            scores = {f"{float(per[k, c, 0])!r}_{COMPARATORS[c]}": float(per[k, c, 1]) for c in range(2) if per[k, c, 1] > 0}
-            analysis["layers_" + "_".join(map(str, combo))] = {"f1_scores": scores, "similarities": {}}
-    else:
-        keys = threshold_keys(grid)
-        table = res["scores"]                                        # [n_combos, T, 2]
-        for k, combo in enumerate(combos):
-            js, cs = np.nonzero(table[k])
-            scores = {f"{keys[j]}_{COMPARATORS[c]}": float(table[k, j, c]) for j, c in zip(js.tolist(), cs.tolist())}
-            analysis["layers_" + "_".join(map(str, combo))] = {"f1_scores": scores, "similarities": {}}
+            if exact:
+                per = res["per_combo"]                               # [n_combos, 2, 2] (threshold, f1)
+                scores = {f"{float(per[k, c, 0])!r}_{COMPARATORS[c]}": float(per[k, c, 1])
+                          for c in range(2) if per[k, c, 1] > 0}
+            else:
+                table = res["scores"]                                # [n_combos, T, 2]
+                js, cs = np.nonzero(table[k])
+                scores = {f"{keys[j]}_{COMPARATORS[c]}": float(table[k, j, c])  # type: ignore[index]
+                          for j, c in zip(js.tolist(), cs.tolist())}
+            analysis[combination_key(combo, comb)] = {"f1_scores": scores, "similarities": {},
+                                                      "layer_combination": comb}
     s = sims.numpy()
     for col, layer in enumerate(layer_ids):
         analysis[f"layer_{layer}"] = {"similarities": {"positive": s[labels, col].tolist(),
@@ -53,7 +66,8 @@ def analysis_summary(sims: torch.Tensor, labels: np.ndarray, layer_ids: list[int
         "best_threshold": best_threshold,
         "best_direction": best_comparator,  # the documented JSON key
         "best_f1_score": best_f1,
-        "search": {"exact": exact, "condition_threshold_comparison_mode": mode,
+        "best_layer_combination": best_combination,
+        "search": {"exact": exact, "condition_threshold_comparison_mode": mode, "layer_combination": layer_combination,
                    "layer_range": [layer_ids[0], layer_ids[-1] + 1], "max_layers_to_combine": max_combine,
                    "n_thresholds": None if exact else int(grid.size),
                    "n_positive": int(labels.sum()), "n_negative": int((~labels).sum())},
@@ -62,8 +76,10 @@ def analysis_summary(sims: torch.Tensor, labels: np.ndarray, layer_ids: list[int
 
 
 def plot_similarities(sims: np.ndarray, labels: np.ndarray, layer_ids: list[int], best_layers: list[int],
-                      best_threshold: float, best_comparator: str, path: str | Path) -> Path:
-    """One histogram per layer (positives vs negatives) with the best threshold marked; saved as `path`."""
+                      best_threshold: float, best_comparator: str, path: str | Path,
+                      layer_combination: str = "or") -> Path:
+    """One histogram per layer (positives vs negatives) with the best threshold marked; saved as `path`.
+    The title says whether the best layers combine with OR (any) or AND (every)."""
     from matplotlib.figure import Figure
 
     n = len(layer_ids)
@@ -86,8 +102,9 @@ def plot_similarities(sims: np.ndarray, labels: np.ndarray, layer_ids: list[int]
         ax.tick_params(labelsize=7)
         if k == 0:
             ax.legend(fontsize=7)
+    rule = "" if len(best_layers) < 2 else (" (AND: every layer)" if layer_combination == "and" else " (OR: any layer)")
     fig.suptitle(f"condition similarity per layer; threshold {best_threshold:.4g} ({best_comparator}), "
-                 f"best layers {best_layers}", fontsize=10)
+                 f"best layers {best_layers}{rule}", fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -16,7 +16,11 @@ The job has two halves with very different costs, and each is done once:
    Result: sims[n_strings, n_layers], float32.
 
 2. Search, in the C core (`_core.condsearch_grid` / `_core.condsearch_exact`), in
-   the documented candidate order (docs/semantics.md, "Condition search").
+   the documented candidate order (docs/semantics.md, "Condition search"), for
+   the OR rule (any layer of a combination meets the condition), the AND rule
+   (every layer meets it), or both (two core calls; OR wins ties). The result is
+   a `ConditionPoint`: the documented 4-tuple plus the layer combination and the
+   steer keyword arguments that install it.
 
 The model is never steered by the search: a MalleableModel's steering is removed
 first (`reset_leash_to_default`), so none can leak into the similarities and none
@@ -51,12 +55,91 @@ from .similarity import COMPARATORS, POOLING_CODES, POOLING_MODES, condition_met
 MAX_GRID_THRESHOLDS = 10_000_000
 MAX_SCORE_TABLE_BYTES = 2 << 30  # the save_analysis score table [combos, thresholds, 2] float64
 
+LAYER_COMBINATIONS = ("or", "and")            # what steer / the core accept
+SEARCH_LAYER_COMBINATIONS = ("or", "and", "both")
+
 __all__ = [
+    "ConditionPoint",
+    "LAYER_COMBINATIONS",
     "find_best_condition_point",
     "condition_similarities",
     "condition_predictions",
     "DEFAULT_ANALYSIS_PATH",
 ]
+
+
+# --------------------------------------------------------------------------- #
+# The result
+# --------------------------------------------------------------------------- #
+class ConditionPoint(tuple):
+    """The best condition point: a 4-tuple `(layers, threshold, direction, f1)` that also
+    says how its layers combine and how to install it.
+
+    It unpacks, indexes and compares (`==`) exactly like the plain tuple the search
+    has always returned; the extra attributes are not part of the tuple.
+
+    Attributes:
+        layers (list[int]): the condition layer ids, ascending.
+        threshold (float): the similarity threshold shared by every layer.
+        direction (str): the comparator shared by every layer, "larger" (met iff
+            sim < threshold) or "smaller" (met iff sim > threshold).
+        f1 (float): F1 on the search strings, in [0, 1].
+        layer_combination (str): "or" (met when ANY layer meets it) or "and" (met
+            only when EVERY layer meets it). Equal for one layer.
+        condition_threshold_comparison_mode (str): the pooling searched with.
+        condition_vector: the condition SteeringVector searched with (or None).
+    """
+
+    def __new__(cls, layers, threshold: float, direction: str, f1: float, layer_combination: str = "or",
+                condition_threshold_comparison_mode: str = "mean", condition_vector=None) -> ConditionPoint:
+        self = super().__new__(cls, (list(layers), float(threshold), direction, float(f1)))
+        self.layer_combination = layer_combination
+        self.condition_threshold_comparison_mode = condition_threshold_comparison_mode
+        self.condition_vector = condition_vector
+        return self
+
+    layers = property(lambda self: self[0], doc="the condition layer ids")
+    threshold = property(lambda self: self[1], doc="the threshold")
+    direction = property(lambda self: self[2], doc="the comparator, 'larger' or 'smaller'")
+    f1 = property(lambda self: self[3], doc="F1 on the search strings")
+
+    def __reduce__(self):
+        return (type(self), (self[0], self[1], self[2], self[3], self.layer_combination,
+                             self.condition_threshold_comparison_mode, self.condition_vector))
+
+    def __repr__(self) -> str:
+        return (f"ConditionPoint(layers={self[0]!r}, threshold={self[1]!r}, direction={self[2]!r}, f1={self[3]!r}, "
+                f"layer_combination={self.layer_combination!r})")
+
+    def steer_kwargs(self) -> dict[str, Any]:
+        """The condition keyword arguments of `MalleableModel.steer` that install this point:
+
+            mm.steer(behavior_vector=b, behavior_layer_ids=[...], behavior_vector_strength=s,
+                     **point.steer_kwargs())
+
+        Returns:
+            dict with condition_vector (when the search had one), condition_layer_ids,
+            condition_vector_threshold, condition_comparator_threshold_is,
+            condition_threshold_comparison_mode and condition_layer_combination.
+        """
+        out: dict[str, Any] = {}
+        if self.condition_vector is not None:
+            out["condition_vector"] = self.condition_vector
+        out.update(condition_layer_ids=list(self[0]), condition_vector_threshold=self[1],
+                   condition_comparator_threshold_is=self[2],
+                   condition_threshold_comparison_mode=self.condition_threshold_comparison_mode,
+                   condition_layer_combination=self.layer_combination)
+        return out
+
+
+def _better(a: dict, b: dict, n_pos: int) -> bool:
+    """Core result a has a strictly higher F1 than b, compared exactly
+    (F1 = 2tp / (tp + fp + n_pos), by integer cross-multiplication, as the core does)."""
+    def frac(r):
+        tp, fp = int(r["tp"]), int(r["fp"])
+        return (tp, tp + fp + n_pos) if tp > 0 else (0, 1)
+    (an, ad), (bn, bd) = frac(a), frac(b)
+    return an * bd > bn * ad
 
 
 # --------------------------------------------------------------------------- #
@@ -130,6 +213,15 @@ def _threshold_grid(threshold_range, threshold_step) -> np.ndarray:
     if grid.size == 0:  # pragma: no cover - hi > lo and step > 0 always give one value
         raise ValueError(f"threshold_range={threshold_range!r} with threshold_step={threshold_step!r} is empty")
     return grid
+
+
+def _check_layer_combination(value, name: str = "layer_combination",
+                             choices: tuple[str, ...] = SEARCH_LAYER_COMBINATIONS) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)} ('or': a prompt is positive "
+                         f"when ANY layer of the combination meets the condition; 'and': when EVERY layer does), "
+                         f"got {value!r}")
+    return value
 
 
 def _check_mode(mode: str) -> str:
@@ -254,16 +346,19 @@ def condition_similarities(model, strings: Sequence[str], condition_vector, laye
 
 def condition_predictions(model, strings: Sequence[str], condition_vector, layer_ids: Sequence[int], threshold: float,
                           comparator: str, mode: str = "mean", batch_size: int = 32, tokenizer=None,
-                          use_chat_template: bool = True) -> np.ndarray:
+                          use_chat_template: bool = True, layer_combination: str = "or") -> np.ndarray:
     """bool[len(strings)]: would the condition (layers, threshold, comparator) fire on each string.
 
     The same rule find_best_condition_point scores, so a point found on training
-    strings can be evaluated on held-out ones."""
+    strings can be evaluated on held-out ones. layer_combination: "or" (any of
+    `layer_ids` meets the condition) or "and" (every one does)."""
     if comparator not in COMPARATORS:
         raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
+    _check_layer_combination(layer_combination, choices=LAYER_COMBINATIONS)
     sims = condition_similarities(model, strings, condition_vector, layer_ids, mode, batch_size, tokenizer,
                                   use_chat_template)
-    return condition_met(sims, threshold, comparator).any(axis=1)
+    met = condition_met(sims, threshold, comparator)
+    return met.all(axis=1) if layer_combination == "and" else met.any(axis=1)
 
 
 # --------------------------------------------------------------------------- #
@@ -276,7 +371,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
                               condition_threshold_comparison_mode: str = "mean", exact: bool = False,
                               batch_size: int = 32, plot: bool | str = False, tokenizer=None,
                               use_chat_template: bool = True, show_progress: bool | None = None,
-                              ) -> tuple[list[int], float, str, float]:
+                              layer_combination: str = "or") -> ConditionPoint:
     """Best (layers, threshold, direction, f1) for a condition vector (docs/semantics.md).
 
     model: a MalleableModel (its tokenizer is used; its steering is reset first)
@@ -294,6 +389,18 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
         negative similarities per layer with the best threshold marked.
     show_progress: progress bar over forward batches; default: when the
         MalleableModel class logs verbosely (GlobalConfig).
+    layer_combination: how the layers of a combination decide a string: "or"
+        (default, the seed's rule: positive when ANY layer meets the condition),
+        "and" (positive only when EVERY layer meets it) or "both" (search both;
+        at equal F1 the OR point wins, so "both" returns the AND point only when
+        its F1 is strictly higher). In both rules one threshold and one
+        comparator are shared by all layers of a combination. Combinations of
+        one layer are the same under both rules.
+
+    Returns a ConditionPoint: unpacks as (layers, threshold, direction, f1) and
+    equals that tuple; `.layer_combination` says "or" or "and", and
+    `.steer_kwargs()` gives the condition_* arguments of `steer` that install it
+    (docs/semantics.md shows the multisteer form of an AND point too).
 
     Every argument is checked before the model is touched (ValueError/TypeError
     naming the argument)."""
@@ -308,6 +415,8 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
     n_combos = _core.condsearch_count(len(layer_ids), max_combine)  # ValueError when too many
     grid = _threshold_grid(threshold_range, threshold_step)
     mode = _check_mode(condition_threshold_comparison_mode)
+    combination = _check_layer_combination(layer_combination)
+    searched = LAYER_COMBINATIONS if combination == "both" else (combination,)
     if not isinstance(exact, bool):
         raise TypeError(f"exact must be a bool, got {exact!r}")
     if file_path is not None and not isinstance(file_path, (str, Path)):
@@ -319,7 +428,7 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
     if plot:
         check_writable(plot if not isinstance(plot, bool) else
                        Path(file_path if file_path is not None else DEFAULT_ANALYSIS_PATH).with_suffix(".png"), "plot")
-    if save_analysis and not exact and n_combos * grid.size * 16 > MAX_SCORE_TABLE_BYTES:
+    if save_analysis and not exact and len(searched) * n_combos * grid.size * 16 > MAX_SCORE_TABLE_BYTES:
         raise ValueError(
             f"save_analysis would record {n_combos} combinations x {grid.size} thresholds x 2 comparators; "
             "raise threshold_step, lower max_layers_to_combine or narrow layer_range"
@@ -336,17 +445,27 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
     if callable(reset):
         reset()
     log("MalleableModel", f"Finding the best condition point: {len(positives)} positive + {len(negatives)} negative "
-        f"strings, layers {layer_ids[0]}..{layer_ids[-1]}, up to {max_combine} combined ({n_combos} combinations), "
+        f"strings, layers {layer_ids[0]}..{layer_ids[-1]}, up to {max_combine} combined ({n_combos} combinations, "
+        f"{' and '.join(c.upper() for c in searched)}), "
         + ("exact thresholds" if exact else f"{grid.size} thresholds"))
     sims = _similarity_matrix(hf_model, tok, pad_id, directions, layer_ids, mode, batch_size, show_progress)
     sims64 = sims.numpy().astype(np.float64)
     labels = np.zeros(len(strings), dtype=bool)
     labels[:len(positives)] = True
 
-    if exact:
-        res = _core.condsearch_exact(sims64, labels, max_combine, return_per_combo=bool(save_analysis))
-    else:
-        res = _core.condsearch_grid(sims64, labels, max_combine, grid, return_scores=bool(save_analysis))
+    results: dict[str, dict] = {}
+    for comb in searched:  # OR first: at equal F1 it wins
+        if exact:
+            results[comb] = _core.condsearch_exact(sims64, labels, max_combine, return_per_combo=bool(save_analysis),
+                                                   layer_combination=comb)
+        else:
+            results[comb] = _core.condsearch_grid(sims64, labels, max_combine, grid, return_scores=bool(save_analysis),
+                                                  layer_combination=comb)
+    best_combination = searched[0]
+    for comb in searched[1:]:
+        if _better(results[comb], results[best_combination], len(positives)):
+            best_combination = comb
+    res = results[best_combination]
     best_layers = [layer_ids[c] for c in res["columns"]]
     best_threshold = float(res["threshold"])
     best_comparator = res["direction"]
@@ -356,19 +475,21 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
             "find_best_condition_point: no candidate reached an F1 above 0 (every threshold of the grid predicts no "
             "positive string correctly); widen threshold_range or use exact=True",
             RuntimeWarning, stacklevel=2)
-    log("MalleableModel", f"Best condition point: layers {best_layers}, threshold {best_threshold:.4f}, "
-        f"comparator '{best_comparator}', F1 {best_f1:.4f}")
+    log("MalleableModel", f"Best condition point: layers {best_layers} ({best_combination.upper()}), threshold "
+        f"{best_threshold:.4f}, comparator '{best_comparator}', F1 {best_f1:.4f}")
 
     if save_analysis:
         path = Path(file_path) if file_path is not None else Path(DEFAULT_ANALYSIS_PATH)
-        summary = analysis_summary(sims, labels, layer_ids, max_combine, grid, res, exact, best_layers, best_threshold,
-                            best_comparator, best_f1, mode)
+        summary = analysis_summary(sims, labels, layer_ids, max_combine, grid, results, exact, best_layers,
+                                   best_threshold, best_comparator, best_f1, mode, best_combination, combination)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))
         log("MalleableModel", f"Condition point analysis saved to {path}")
     if plot:
         png = Path(plot) if isinstance(plot, (str, Path)) and not isinstance(plot, bool) else \
             Path(file_path if file_path is not None else DEFAULT_ANALYSIS_PATH).with_suffix(".png")
-        plot_similarities(sims.numpy(), labels, layer_ids, best_layers, best_threshold, best_comparator, png)
+        plot_similarities(sims.numpy(), labels, layer_ids, best_layers, best_threshold, best_comparator, png,
+                          layer_combination=best_combination)
         log("MalleableModel", f"Similarity plot saved to {png}")
-    return best_layers, best_threshold, best_comparator, best_f1
+    return ConditionPoint(best_layers, best_threshold, best_comparator, best_f1, best_combination, mode,
+                          condition_vector)

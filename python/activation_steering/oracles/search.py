@@ -3,7 +3,8 @@
 The fast path is the C search (`_core.condsearch_grid` / `_core.condsearch_exact`,
 csrc/core/condsearch.c) and `conditions.thresholds.threshold_at_false_positive_rate`.
 The twins below walk every combination x threshold x comparator with itertools
-and Python loops, in the documented order (combinations in itertools order,
+and Python loops, for either layer combination ("or": any layer of the
+combination meets the condition; "and": every layer does), in the documented order (combinations in itertools order,
 thresholds ascending, "larger" before "smaller"; the FIRST strictly better
 candidate wins). They are deliberately slow and obvious: no vectorised scoring,
 no early exits. Which side of a threshold fires is conditions/similarity.py's
@@ -28,10 +29,15 @@ def f1_by_counting(pred, truth) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def predict(sims: np.ndarray, combo, threshold: float, comparator: str) -> np.ndarray:
-    """bool[N]: does ANY layer of `combo` (column indices) meet the condition, row by row."""
-    return np.array([any(bool(condition_met(float(row[c]), threshold, comparator)) for c in combo) for row in sims],
-                    dtype=bool)
+LAYER_COMBINATIONS = ("or", "and")
+
+
+def predict(sims: np.ndarray, combo, threshold: float, comparator: str, combination: str = "or") -> np.ndarray:
+    """bool[N]: does ANY ("or") / EVERY ("and") layer of `combo` (column indices) meet
+    the condition, row by row."""
+    combine = {"or": any, "and": all}[combination]
+    return np.array([combine(bool(condition_met(float(row[c]), threshold, comparator)) for c in combo)
+                     for row in sims], dtype=bool)
 
 
 def all_combos(n_layers: int, max_combine: int) -> list[tuple[int, ...]]:
@@ -39,7 +45,8 @@ def all_combos(n_layers: int, max_combine: int) -> list[tuple[int, ...]]:
     return [c for r in range(1, max_combine + 1) for c in combinations(range(n_layers), r)]
 
 
-def brute_grid(sims: np.ndarray, labels: np.ndarray, max_combine: int, grid) -> tuple[dict, np.ndarray]:
+def brute_grid(sims: np.ndarray, labels: np.ndarray, max_combine: int, grid,
+               combination: str = "or") -> tuple[dict, np.ndarray]:
     """(best, scores[n_combos, T, 2]) over every grid threshold, in the documented order."""
     labels = np.asarray(labels, dtype=bool)
     combos = all_combos(sims.shape[1], max_combine)
@@ -48,7 +55,7 @@ def brute_grid(sims: np.ndarray, labels: np.ndarray, max_combine: int, grid) -> 
     for k, combo in enumerate(combos):
         for j, t in enumerate(grid):
             for c, comparator in enumerate(COMPARATORS):
-                f1 = f1_score(predict(sims, combo, float(t), comparator), labels)
+                f1 = f1_score(predict(sims, combo, float(t), comparator, combination), labels)
                 scores[k, j, c] = f1
                 if best is None or f1 > best["f1"]:
                     best = dict(columns=combo, combo_index=k, threshold_index=j, threshold=float(t),
@@ -70,10 +77,14 @@ def exact_candidates(values, comparator: str) -> list[float]:
     return cands
 
 
-def brute_exact(sims: np.ndarray, labels: np.ndarray, max_combine: int) -> tuple[dict, np.ndarray]:
+def brute_exact(sims: np.ndarray, labels: np.ndarray, max_combine: int,
+                combination: str = "or") -> tuple[dict, np.ndarray]:
     """(best, per_combo[n_combos, 2, 2] = (threshold, f1) per comparator): first best over
     every candidate of every combination, in the order (combination, threshold
-    ascending, "larger" before "smaller")."""
+    ascending, "larger" before "smaller"). The candidates are those of the value
+    each row's prediction depends on: "or" with "larger" (any sim < t) and "and"
+    with "smaller" (every sim > t) depend on the row's minimum, the other two on
+    its maximum; every prediction is still counted layer by layer."""
     labels = np.asarray(labels, dtype=bool)
     combos = all_combos(sims.shape[1], max_combine)
     best = None
@@ -81,11 +92,11 @@ def brute_exact(sims: np.ndarray, labels: np.ndarray, max_combine: int) -> tuple
     for k, combo in enumerate(combos):
         cands = []
         for c, comparator in enumerate(COMPARATORS):
-            reduce = np.min if comparator == "larger" else np.max
+            reduce = np.min if (comparator == "larger") == (combination == "or") else np.max
             values = reduce(sims[:, list(combo)], axis=1)
             comparator_best = None
             for t in exact_candidates(values, comparator):
-                f1 = f1_score(predict(sims, combo, t, comparator), labels)
+                f1 = f1_score(predict(sims, combo, t, comparator, combination), labels)
                 cands.append((t, c, f1))
                 if comparator_best is None or f1 > comparator_best[1]:
                     comparator_best = (t, f1)

@@ -16,7 +16,9 @@ what only that dtype can reveal (`check_finite_in`).
 Conditions are numbered C1..Cn (bit j-1 of a row's condition bitmask) and
 behaviours B1..Bm. `steer` is the special case of one behaviour and at most one
 condition: without a condition the behaviour is unconditional (no table), with
-one it is "if C1 then B1".
+one it is "if C1 then B1". `steer(condition_layer_combination="and")` is lowered
+by `_lower_and_condition` to one condition per layer and the rule
+"if C1 and ... and Ck then B1": the multisteer machinery, unchanged.
 """
 from __future__ import annotations
 
@@ -230,12 +232,37 @@ def _compile(n_layers: int, hidden_size: int, behaviors: list[_Item | None], con
                         apply_behavior_on_first_call=apply_first, user_text=any(c.user_text for c in conditions))
 
 
+LAYER_COMBINATIONS = ("or", "and")
+
+
+def _lower_and_condition(condition: _Item, n_layers: int) -> tuple[list[_Item], np.ndarray]:
+    """steer's AND condition -> (one condition per layer, the truth table of
+    "if C1 and ... and Ck then B1"): the same vector, threshold, comparator and
+    pooling at each layer, so each row is gated exactly as multisteer gates it.
+
+    Layer ids are resolved here only to refuse the same layer twice (also as a
+    negative id) with steer's message; their range is the core's."""
+    resolved = [i + n_layers if i < 0 else i for i in condition.layers]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"{condition.layer_name} lists a layer twice ({condition.layers}); "
+                         "give each condition layer once")
+    if len(condition.layers) > MAX_CONDITIONS:
+        raise ValueError(f"{condition.layer_name} has {len(condition.layers)} layers but "
+                         f"condition_layer_combination='and' supports at most {MAX_CONDITIONS} "
+                         "(one condition per layer); use fewer layers")
+    conditions = [_Item(condition.vector, [layer], condition.value, condition.use_evr, condition.name,
+                        condition.layer_name, condition.value_name, smaller=condition.smaller, last=condition.last)
+                  for layer in condition.layers]
+    rule = "if " + " and ".join(f"C{j + 1}" for j in range(len(conditions))) + " then B1"
+    return conditions, _core.rules_compile([rule], len(conditions), 1)
+
+
 def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, behavior_layer_ids=None,
                      behavior_vector_strength=1.0, condition_vector=None, condition_layer_ids=None,
                      condition_vector_threshold=None, condition_comparator_threshold_is="larger",
                      condition_threshold_comparison_mode="mean", use_explained_variance=False,
                      use_ooi_preventive_normalization=False, apply_behavior_on_first_call=True,
-                     config=None) -> SteeringPlan:
+                     config=None, condition_layer_combination="or") -> SteeringPlan:
     """The plan of `MalleableModel.steer`; raises on any bad argument, before anything changes."""
     ev = _check_bool(use_explained_variance, "use_explained_variance")
     ooi = _check_bool(use_ooi_preventive_normalization, "use_ooi_preventive_normalization")
@@ -258,6 +285,9 @@ def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, beha
                             "condition_vector", "condition_layer_ids", "condition_vector_threshold",
                             smaller=cmp_ == "smaller", last=mode == "last", user_text=mode == "user_text")]
     tables = np.array([[0, 1]], dtype=np.uint8) if conditions else None  # "if C1 then B1"
+    if _check_choice(condition_layer_combination, LAYER_COMBINATIONS, "condition_layer_combination") == "and" \
+            and conditions and len(conditions[0].layers) > 1:
+        conditions, tables = _lower_and_condition(conditions[0], n_layers)
     return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first, config)
 
 
