@@ -350,9 +350,9 @@ def heldout(setting: str, fpr_cap: float) -> None:
           f"FPR {p_te[~truth_te].mean():.1%}, AUC {roc_auc(oriented(s_te, comparator, comb), truth_te):.3f}")
 
 
-def check_product(method: str, layers: list[int], probe_l2: float = 1.0) -> None:
+def check_product(method: str, layers: list[int], probe_l2: float = 1.0, pooling: str = "mean") -> None:
     """The restatement vs the product: the product's condition vector (all train pairs,
-    pooling "all") and its similarities at run time ("mean") against this file's."""
+    trained with the pooling's train form) and its run-time similarities against this file's."""
     from activation_steering import MalleableModel, SteeringDataset, SteeringVector
     from activation_steering.conditions.search import condition_similarities
     from activation_steering.demo import project_data
@@ -362,17 +362,21 @@ def check_product(method: str, layers: list[int], probe_l2: float = 1.0) -> None
     data = project_data()
     ds = SteeringDataset(tok, list(zip(data.train_harmful, data.train_harmless)), suffixes=None, disable_suffixes=True)
     kw = {"probe_l2": probe_l2} if method == "probe" else {}
-    vec = SteeringVector.train(model, tok, ds, method=method, accumulate_last_x_tokens="all", hidden_layer_ids=layers, **kw)
-    prod = condition_similarities(MalleableModel(model, tok), data.train_harmful + data.train_harmless, vec, layers, "mean")
+    train_pool = {"mean": "all", "last": 1, "user_text": "user_text"}[pooling]
+    vec = SteeringVector.train(model, tok, ds, method=method, accumulate_last_x_tokens=train_pool,
+                               hidden_layer_ids=layers, **kw)
+    prod = condition_similarities(MalleableModel(model, tok), data.train_harmful + data.train_harmless, vec, layers,
+                                  pooling)
+    fit_i, run_i = POOL_INDEX[pooling]
     tr, n_pos = load("train")
     allp = np.arange(n_pos)
     for k, layer in enumerate(layers):
-        c = fit_direction(method if method != "probe" else f"probe@{probe_l2}", tr[3, layer + 1][allp],
-                          tr[3, layer + 1][n_pos + allp])
-        mine = similarity(tr[0, layer].astype(np.float64), c)
+        c = fit_direction(method if method != "probe" else f"probe@{probe_l2}", tr[fit_i, layer + 1][allp],
+                          tr[fit_i, layer + 1][n_pos + allp])
+        mine = similarity(tr[run_i, layer].astype(np.float64), c)
         d = np.asarray(vec.directions[layer], np.float64)
         cos = float(np.dot(c, d) / (np.linalg.norm(c) * np.linalg.norm(d)))
-        print(f"layer {layer}: direction cos {cos:.6f}, max |sim difference| {np.abs(mine - np.asarray(prod)[:, k]).max():.2e}")
+        print(f"{method} {pooling} layer {layer}: direction cos {cos:.6f}, max |sim difference| {np.abs(mine - np.asarray(prod)[:, k]).max():.2e}")
 
 
 def main() -> int:
@@ -396,6 +400,8 @@ def main() -> int:
     elif args.part == "check":
         check_product("pca_pairwise", [10])
         check_product("probe", [15], probe_l2=10.0)
+        check_product("mean_diff", [13], pooling="user_text")
+        check_product("pca_pairwise", [17], pooling="last")
     elif args.part == "cv":
         methods = tuple(args.methods.split(",")) if args.methods else METHODS
         poolings = tuple(args.poolings.split(",")) if args.poolings else POOLINGS
