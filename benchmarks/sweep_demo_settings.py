@@ -1,7 +1,10 @@
-"""The sweep behind the demo's settings (DemoSettings), on TRAINING prompts only.
+"""The FIRST sweep behind the demo's settings (2026-11-27), on TRAINING prompts only.
 
-Never reads the held-out test prompts. Three parts, each printing a table that is
-recorded in data/DATA_CARD.md ("Layer and strength sweep"):
+Superseded for the current settings by benchmarks/sweep_cast_conditions.py (5-fold
+CV of method x pooling x layer x OR/AND) and benchmarks/sweep_cast_behaviour.py
+(data/DATA_CARD.md, "How the demo's settings were chosen"); kept because its
+parts still run against the public API. Never reads the held-out test prompts.
+Three parts, each printing a table:
 
   condition  How to extract and read the harmful condition: extraction method x
              comparison mode x layers combined. 2-fold cross-validation INSIDE the

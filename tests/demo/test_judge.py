@@ -11,6 +11,9 @@ import pytest
 from activation_steering.demo.judge import (
     REFUSAL_PATTERNS,
     WINDOW_CHARS,
+    FLUENCY_RULES,
+    fluency_problems,
+    is_fluent,
     is_refusal,
     matching_patterns,
     normalize,
@@ -258,3 +261,61 @@ def test_judge_agrees_with_behavior_openers(behavior):
         assert is_refusal(opener), opener
     for text in behavior["compliance_openers"] + behavior["questions"]:
         assert not is_refusal(text), (text, matching_patterns(text))
+
+
+# ---------------------------------------------------------------------------
+# Fluency check
+# ---------------------------------------------------------------------------
+
+FLUENT = [
+    "I'm sorry, but I can't help with that.",
+    "I can't.",
+    "Paris is the capital of France. It is known for the Eiffel Tower, and Paris is lovely.",
+    "No, no, no: that is not how it works.",          # three in a row is allowed, four is a run
+    "Yes, I can do that for you. Here is a short poem about the sea",  # cut off by the token limit
+    "Step 1 - mix the flour. Step 2 - add water. Step 3 - knead.",     # "step" repeats, no 3-word loop
+]
+NOT_FLUENT = {
+    "": "empty",
+    "   ": "empty",
+    "Sorry.": "empty",
+    "sorry sorry sorry sorry": "word_run",
+    "I I I I cannot": "word_run",
+    "No! No, no. NO no": "word_run",                 # punctuation and case do not hide a run
+    "I can't help. I can't help. I can't help.": "ngram_loop",
+    "I'm unable to assist with that, I'm unable to assist, I'm unable to assist with it": "ngram_loop",
+    "Well!!!!!!!!!! I cannot say": "char_run",
+}
+
+
+@pytest.mark.parametrize("text", FLUENT)
+def test_fluent_replies(text):
+    assert fluency_problems(text) == [] and is_fluent(text)
+
+
+@pytest.mark.parametrize("text,rule", sorted(NOT_FLUENT.items()))
+def test_broken_replies_name_their_rule(text, rule):
+    assert rule in fluency_problems(text)
+    assert not is_fluent(text)
+
+
+def test_fluency_rules_are_the_documented_ones():
+    names = [name for name, _ in FLUENCY_RULES]
+    assert names == ["empty", "word_run", "ngram_loop", "char_run"]
+    # every rule fires on at least one example above
+    assert set(NOT_FLUENT.values()) == set(names)
+
+
+def test_fluency_boundaries():
+    # exactly the rule's count fires, one fewer does not
+    assert "word_run" not in fluency_problems("go go go home")
+    assert "word_run" in fluency_problems("go go go go home")
+    assert "ngram_loop" not in fluency_problems("a b c x a b c y")
+    assert "ngram_loop" in fluency_problems("a b c x a b c y a b c")
+    assert "char_run" not in fluency_problems("wow" + "!" * 9)
+    assert "char_run" in fluency_problems("wow" + "!" * 10)
+
+
+def test_fluency_rejects_non_str():
+    with pytest.raises(TypeError, match="str"):
+        is_fluent(None)  # type: ignore[arg-type]

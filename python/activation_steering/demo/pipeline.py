@@ -8,23 +8,27 @@ on harmful prompts while harmless prompts are answered.
 Pipeline (every step uses the public API, exactly as a user would):
   1. behaviour vector: benign questions x (refusal opener, compliance opener)
      suffix pairs, method pca_center, suffix-only pooling;
-  2. condition vector: harmful vs harmless TRAIN prompts, pca_pairwise, all tokens;
-  3. find_best_condition_point on the TRAIN prompts, over the layers up to the
-     first behaviour layer (a condition read later than that would leave the
-     earlier behaviour layers unsteered on the prompt pass, docs/semantics.md);
-  4. held-out TEST prompts under four settings — base, steered, conditionally
-     steered at the F1-optimal condition point (CAST), and at a stricter
-     threshold chosen on TRAIN prompts to fire on at most 5% of harmless ones
-     (CAST-strict) — generated with respond_batch; refusal judged by
-     `judge.is_refusal`;
-  5. a table of refusal rates, the condition F1 on the held-out prompts, and
+  2. condition vector: harmful vs harmless TRAIN prompts, an L2-regularised
+     logistic-regression probe (method "probe"), pooled over all tokens;
+  3. find_best_condition_point on the TRAIN prompts (exact F1 search) over the
+     swept condition layer range; the condition layers must not come after the
+     first behaviour layer (a behaviour layer that runs before the condition is
+     decided leaves the prompt pass, and so the first reply token, unsteered:
+     docs/semantics.md);
+  4. held-out TEST prompts under three settings — base, steered and
+     conditionally steered (CAST) — generated with respond_batch; refusal and
+     fluency judged by `judge.is_refusal` / `judge.is_fluent`;
+  5. a table of refusal rates with the share of refusals that are fluent, the
+     condition's F1 and ROC AUC on the train and the held-out prompts, and
      artefacts (vectors, analysis JSON, bar chart, example responses).
 
-Layers and strength come from the sweep recorded in data/DATA_CARD.md (run on
-training prompts only; `benchmarks/sweep_demo_settings.py` reproduces it).
+Every setting comes from the train-only sweeps recorded in data/DATA_CARD.md
+(`benchmarks/sweep_cast_conditions.py`, `benchmarks/sweep_cast_behaviour.py`;
+cross-validation inside the train split, the test prompts never choose anything).
 
 Not here: a benchmark of CAST in general (one small model, one judge, one data
-set), or any model download - everything runs offline on the embedded model.
+set), the sweeps themselves, or any model download - everything runs offline
+on the embedded model.
 """
 from __future__ import annotations
 
@@ -44,28 +48,32 @@ class DemoSettings:
 
     n_questions: int = 32              # benign questions for the behaviour dataset
     n_suffix_pairs: int = 8            # refusal/compliance opener pairs used as suffixes
-    behavior_layer_ids: list[int] = field(default_factory=lambda: list(range(10, 16)))
-    behavior_vector_strength: float = 12.0
-    # None: (1, first behaviour layer + 1), so the condition is known before any
-    # behaviour layer runs on the prompt pass (a condition layer may equal the first
-    # behaviour layer: conditions are evaluated before the behaviour is added there).
-    condition_layer_range: tuple[int, int] | None = None
+    # The window starts at the condition layer (15): behaviour layers before it would run
+    # before the condition is known on the prompt pass. Strength 8 refused train harmful
+    # prompts most in that window (DATA_CARD.md; more strength pushes the replies off the
+    # refusal phrasing).
+    behavior_layer_ids: list[int] = field(default_factory=lambda: list(range(15, 21)))
+    behavior_vector_strength: float = 8.0
+    # Where find_best_condition_point looks (half-open). None: (1, first behaviour
+    # layer + 1). The train-only cross-validation put the best condition at layer 15
+    # (DATA_CARD.md); a condition layer may equal the first behaviour layer (conditions
+    # are evaluated before the behaviour is added there), never exceed it.
+    condition_layer_range: tuple[int, int] | None = (15, 16)
     max_layers_to_combine: int = 1
     threshold_range: tuple[float, float] = (0.0, 0.1)
     threshold_step: float = 0.0001
+    # How the condition vector is pooled when it is trained ("all" tokens of each
+    # prompt) and how the condition is read at run time ("mean" over the prompt).
+    condition_accumulate: str = "all"
     condition_mode: str = "mean"
-    # The project's harmful/harmless pairs are minimal pairs (same topic, one harmful
-    # twist): pca_pairwise keeps only the within-pair difference, where the topic
-    # cancels. pca_center/pca_diff scored far lower in the sweep (DATA_CARD.md).
-    condition_method: str = "pca_pairwise"
+    # A logistic-regression probe separated the classes best out of fold (ROC AUC
+    # 0.97 vs 0.92-0.94 for pca_pairwise / mean_diff); probe_l2=10 (C=0.1)
+    # generalised better than 1, 100 or more (DATA_CARD.md).
+    condition_method: str = "probe"
+    condition_probe_l2: float = 10.0
     # Exact threshold search (sort-and-sweep over every distinct value) instead of
     # the grid: the grid (0, 0.1) missed the best thresholds of this model.
     exact_search: bool = True
-    # The "CAST-strict" row: same condition layers and comparator, threshold moved
-    # (on TRAIN prompts) to fire on at most this share of harmless prompts. The
-    # F1-optimal point weighs a false alarm like a miss; for refusal a false alarm
-    # (refusing a harmless request) is the costlier error.
-    strict_false_positive_rate: float = 0.05
     max_new_tokens: int = 32
     batch_size: int = 16
     seed: int = 0
@@ -116,8 +124,8 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
     """Run the whole demo; returns the results dict that is also saved as results.json."""
     from .. import MalleableModel, SteeringDataset, SteeringVector
     from ..conditions.search import condition_similarities
-    from ..conditions.thresholds import f1_score, threshold_at_false_positive_rate
-    from .judge import is_refusal
+    from ..conditions.thresholds import f1_score
+    from .judge import is_fluent, is_refusal
     from ..conditions.similarity import condition_met
     from ..models import load_default_model
 
@@ -150,13 +158,20 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
     if settings.condition_layer_range is None:
         settings = replace(settings, condition_layer_range=(1, min(settings.behavior_layer_ids) + 1))
     lo, hi = settings.condition_layer_range
+    if hi - 1 > min(settings.behavior_layer_ids):
+        raise ValueError(f"condition_layer_range={settings.condition_layer_range} reaches past the first behaviour "
+                         f"layer {min(settings.behavior_layer_ids)}: the prompt pass would run the earlier behaviour "
+                         "layers before the condition is known (docs/semantics.md); end the range at or before it")
     condition_dataset = SteeringDataset(tokenizer=tokenizer, examples=list(zip(data.train_harmful, data.train_harmless)),
                                         suffixes=None, disable_suffixes=True)
+    probe_kwargs = {"probe_l2": settings.condition_probe_l2} if settings.condition_method == "probe" else {}
     condition_vector = SteeringVector.train(model=model, tokenizer=tokenizer, steering_dataset=condition_dataset,
-                                            method=settings.condition_method, accumulate_last_x_tokens="all",
-                                            hidden_layer_ids=list(range(lo, hi)))
+                                            method=settings.condition_method,
+                                            accumulate_last_x_tokens=settings.condition_accumulate,
+                                            hidden_layer_ids=list(range(lo, hi)), **probe_kwargs)
     timings["condition_vector"] = time.perf_counter() - t
-    log(f"[3/5] condition vector from {len(condition_dataset.formatted_dataset)} pairs in {timings['condition_vector']:.1f}s")
+    log(f"[3/5] condition vector ({settings.condition_method}) from {len(condition_dataset.formatted_dataset)} pairs "
+        f"in {timings['condition_vector']:.1f}s")
 
     # -- 3. condition point on TRAIN prompts --------------------------------- #
     t = time.perf_counter()
@@ -168,35 +183,31 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
         threshold_step=settings.threshold_step, save_analysis=True,
         file_path=str(out / "condition_point_analysis.json"),
         condition_threshold_comparison_mode=settings.condition_mode, exact=settings.exact_search)
-    train_sims = condition_similarities(malleable, data.train_harmful + data.train_harmless, condition_vector,
-                                        best_layers, settings.condition_mode)
-    n_train = len(data.train_harmful)
-    strict_threshold, strict_tpr, strict_fpr = threshold_at_false_positive_rate(
-        train_sims[:n_train], train_sims[n_train:], best_comparator, settings.strict_false_positive_rate)
+    train_prompts = data.train_harmful + data.train_harmless
+    train_truth = np.array([True] * len(data.train_harmful) + [False] * len(data.train_harmless))
+    train_sims = condition_similarities(malleable, train_prompts, condition_vector, best_layers, settings.condition_mode)
     timings["condition_search"] = time.perf_counter() - t
     test_prompts = data.test_harmful + data.test_harmless
     truth = np.array([True] * len(data.test_harmful) + [False] * len(data.test_harmless))
     test_sims = condition_similarities(malleable, test_prompts, condition_vector, best_layers, settings.condition_mode)
-
     pred = condition_met(test_sims, best_threshold, best_comparator).any(axis=1)
-    strict_pred = condition_met(test_sims, strict_threshold, best_comparator).any(axis=1)
     test_f1 = f1_score(pred, truth)
-    log(f"[4/5] condition point: layers {best_layers}, threshold {best_threshold:.4f}, '{best_comparator}', "
-        f"train F1 {train_f1:.3f}, held-out F1 {test_f1:.3f} ({timings['condition_search']:.1f}s); strict "
-        f"threshold {strict_threshold:.4f} fires on {strict_tpr:.0%} of train harmful, {strict_fpr:.0%} of harmless")
+    train_auc = condition_roc_auc(train_sims, train_truth, best_comparator)
+    test_auc = condition_roc_auc(test_sims, truth, best_comparator)
+    log(f"[4/5] condition point: layers {best_layers}, threshold {best_threshold:.5f}, '{best_comparator}', "
+        f"F1 train {train_f1:.3f} / held-out {test_f1:.3f}, ROC AUC train {train_auc:.3f} / held-out {test_auc:.3f} "
+        f"({timings['condition_search']:.1f}s)")
 
     # -- 4. the settings on held-out prompts ---------------------------------- #
     gen_settings = {"max_new_tokens": settings.max_new_tokens, "do_sample": False, "repetition_penalty": 1.1}
     steer_common = dict(behavior_vector=behavior_vector, behavior_layer_ids=settings.behavior_layer_ids,
                         behavior_vector_strength=settings.behavior_vector_strength)
-    cast_common = dict(steer_common, condition_vector=condition_vector, condition_layer_ids=best_layers,
-                       condition_comparator_threshold_is=best_comparator,
-                       condition_threshold_comparison_mode=settings.condition_mode)
     configurations = {
         "base": None,
         "steered": dict(steer_common),
-        "CAST": dict(cast_common, condition_vector_threshold=best_threshold),
-        "CAST-strict": dict(cast_common, condition_vector_threshold=strict_threshold),
+        "CAST": dict(steer_common, condition_vector=condition_vector, condition_layer_ids=best_layers,
+                     condition_vector_threshold=best_threshold, condition_comparator_threshold_is=best_comparator,
+                     condition_threshold_comparison_mode=settings.condition_mode),
     }
     rows, examples = {}, {}
     t = time.perf_counter()
@@ -207,10 +218,13 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
         responses = malleable.respond_batch(test_prompts, settings=gen_settings, batch_size=settings.batch_size,
                                             show_progress=True)
         refused = np.array([is_refusal(r) for r in responses])
-        rows[name] = {"harmful": float(refused[truth].mean()), "harmless": float(refused[~truth].mean())}
-        examples[name] = [{"prompt": p, "response": r, "refusal": bool(f), "harmful": bool(h)}
-                          for p, r, f, h in zip(test_prompts, responses, refused, truth)]
-        log(f"      {name:11s} harmful {rows[name]['harmful']:6.1%}  harmless {rows[name]['harmless']:6.1%}")
+        fluent = np.array([is_fluent(r) for r in responses])
+        rows[name] = {"harmful": float(refused[truth].mean()), "harmless": float(refused[~truth].mean()),
+                      "refusals": int(refused.sum()), "fluent_refusals": int((refused & fluent).sum())}
+        examples[name] = [{"prompt": p, "response": r, "refusal": bool(f), "fluent": bool(fl), "harmful": bool(h)}
+                          for p, r, f, fl, h in zip(test_prompts, responses, refused, fluent, truth)]
+        log(f"      {name:8s} harmful {rows[name]['harmful']:6.1%}  harmless {rows[name]['harmless']:6.1%}  "
+            f"fluent refusals {rows[name]['fluent_refusals']}/{rows[name]['refusals']}")
     malleable.reset_leash_to_default()
     timings["generation"] = time.perf_counter() - t
     log(f"[5/5] generated {len(configurations) * len(test_prompts)} responses in {timings['generation']:.1f}s")
@@ -223,13 +237,10 @@ def run(settings: DemoSettings | None = None, data: DemoData | None = None, mode
         "n_test": {"harmful": int(truth.sum()), "harmless": int((~truth).sum())},
         "refusal_rates": rows,
         "condition_point": {"layers": list(best_layers), "threshold": float(best_threshold),
-                            "direction": best_comparator, "train_f1": float(train_f1), "test_f1": float(test_f1)},
-        "strict_condition_point": {
-            "threshold": strict_threshold, "max_false_positive_rate": settings.strict_false_positive_rate,
-            "train_true_positive_rate": strict_tpr, "train_false_positive_rate": strict_fpr,
-            "test_true_positive_rate": float(strict_pred[truth].mean()),
-            "test_false_positive_rate": float(strict_pred[~truth].mean()),
-            "test_f1": f1_score(strict_pred, truth)},
+                            "direction": best_comparator, "train_f1": float(train_f1), "test_f1": float(test_f1),
+                            "train_roc_auc": train_auc, "test_roc_auc": test_auc,
+                            "test_true_positive_rate": float(pred[truth].mean()),
+                            "test_false_positive_rate": float(pred[~truth].mean())},
         "timings_s": timings,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -261,20 +272,38 @@ def _bar_chart(rows: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def condition_roc_auc(sims: np.ndarray, truth: np.ndarray, comparator: str) -> float:
+    """ROC AUC of a one-layer condition: P(a harmful prompt scores as more harmful than a
+    harmless one), ties counted half. The score is the similarity oriented by the
+    comparator ("larger": met when sim < threshold, so -sim; "smaller": sim).
+    Several layers: the most-met layer (max of the oriented scores; the OR rule).
+
+    Args:
+        sims: float [N, n_layers], the condition similarities.
+        truth: bool [N], True for the positive (harmful) prompts.
+        comparator: "larger" or "smaller".
+    Returns:
+        float in [0, 1] (the Mann-Whitney U statistic / (n_pos * n_neg)).
+    """
+    s = np.asarray(sims, np.float64)
+    score = (-s if comparator == "larger" else s).max(axis=1)
+    pos, neg = score[truth], score[~truth]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
 def format_table(results: dict) -> str:
     rows = results["refusal_rates"]
     cp = results["condition_point"]
     lines = ["", f"Refusal rate on held-out prompts ({results['data']} data, "
                  f"{results['n_test']['harmful']} harmful / {results['n_test']['harmless']} harmless)",
-             f"{'setting':12s} {'harmful':>9s} {'harmless':>9s}", "-" * 32]
+             f"{'setting':9s} {'harmful':>9s} {'harmless':>9s} {'fluent refusals':>16s}", "-" * 46]
     for name, r in rows.items():
-        lines.append(f"{name:12s} {r['harmful']:9.1%} {r['harmless']:9.1%}")
-    lines += ["", f"condition (CAST): layers {cp['layers']}, threshold {cp['threshold']:.4f} ({cp['direction']}), "
-                  f"F1 train {cp['train_f1']:.3f}, held-out {cp['test_f1']:.3f}"]
-    sp = results.get("strict_condition_point")
-    if sp:
-        lines.append(f"condition (CAST-strict): threshold {sp['threshold']:.4f}, fires on train "
-                     f"{sp['train_true_positive_rate']:.0%} harmful / {sp['train_false_positive_rate']:.0%} harmless, "
-                     f"held-out {sp['test_true_positive_rate']:.0%} / {sp['test_false_positive_rate']:.0%} "
-                     f"(F1 {sp['test_f1']:.3f})")
+        fluent = f"{r['fluent_refusals']}/{r['refusals']}" if r["refusals"] else "-"
+        lines.append(f"{name:9s} {r['harmful']:9.1%} {r['harmless']:9.1%} {fluent:>16s}")
+    lines += ["", f"condition (CAST): layers {cp['layers']}, threshold {cp['threshold']:.5f} ({cp['direction']}), "
+                  f"F1 train {cp['train_f1']:.3f}, held-out {cp['test_f1']:.3f}; ROC AUC train {cp['train_roc_auc']:.3f}, "
+                  f"held-out {cp['test_roc_auc']:.3f}; fires on held-out {cp['test_true_positive_rate']:.1%} harmful / "
+                  f"{cp['test_false_positive_rate']:.1%} harmless"]
     return "\n".join(lines)
