@@ -265,7 +265,7 @@ class MalleableModel:
                 layer combination, NaN/Inf in a vector, an all-zero direction to ablate,
                 `strength_unit="residual_norm"` with a vector that records no residual
                 norm for a steered layer (retrain it, or use "absolute"), a layer listed
-                twice with "and"; "user_text" with a tokenizer whose chat template does
+                twice in one list; "user_text" with a tokenizer whose chat template does
                 not mark the user's message. While generating with "user_text": a prompt
                 given as inputs_embeds only, or one with template markers but no closed,
                 non-empty user message (raised before anything is generated).
