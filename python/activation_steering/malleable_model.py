@@ -512,6 +512,19 @@ class MalleableModel:
             out["tokenizer"] = self.tokenizer  # generate needs it to match stop strings
         return out
 
+    def _check_user_text(self, rows: Sequence[Any], name: str) -> None:
+        """With a "user_text" condition installed: every prompt's user message is located
+        up front, so a bad prompt (say the 21st) raises naming `name[i]` before any batch
+        is generated (the hooks would only find it when its batch runs)."""
+        plan = self.steering_plan
+        if plan is None or not plan.user_text:
+            return
+        from .activations.user_text import user_text_locator
+
+        loc = user_text_locator(self.tokenizer)
+        for i, row in enumerate(rows):
+            loc.span([int(t) for t in row], f"{name}[{i}]")
+
     def respond(self, prompt: str, settings: dict[str, Any] | None = None, use_chat_template: bool = True,
                 reset_after_response: bool = True) -> str:
         """Generate a reply to `prompt`; returns the decoded continuation only.
@@ -536,6 +549,7 @@ class MalleableModel:
         kwargs = self._generation_settings(settings)
         enc = encode(self.tokenizer, [text], use_chat_template, device=self._input_device())
         check_prompt_lengths(self._as_wrapped_model, [enc["input_ids"].shape[1]])
+        self._check_user_text([enc["input_ids"][0][enc["attention_mask"][0] != 0]], "prompt")
         with self._lock, torch.no_grad():
             out = self._as_wrapped_model.generate(**enc, **kwargs)
             if reset_after_response:
@@ -546,6 +560,10 @@ class MalleableModel:
                                  use_chat_template: bool = True) -> list[str]:
         """`respond` on each prompt in turn."""
         prompts = self._check_prompts(prompts)
+        self._generation_settings(settings)  # checked once, before the first prompt runs
+        tok = self.tokenizer
+        self._check_user_text([encode(tok, [format_prompt(tok, p, use_chat_template)], use_chat_template)["input_ids"][0]
+                               for p in prompts], "prompts")
         return [self.respond(p, settings=settings, use_chat_template=use_chat_template) for p in prompts]
 
     def respond_batch(self, prompts: Sequence[str], settings: dict[str, Any] | None = None, use_chat_template: bool = True,
@@ -579,6 +597,7 @@ class MalleableModel:
         ids = [encode(tok, [format_prompt(tok, p, use_chat_template)], use_chat_template)["input_ids"][0]
                for p in prompts]
         check_prompt_lengths(model, [len(x) for x in ids])
+        self._check_user_text(ids, "prompts")
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         chunks = []
         for start in range(0, len(order), batch_size):
