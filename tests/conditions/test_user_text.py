@@ -401,9 +401,13 @@ def test_ill_suited_inputs_raise_before_anything_changes(setup):
     with pytest.raises(ValueError, match="no user turn"):
         mm._as_wrapped_model.generate(**system_only, max_new_tokens=2)
     mm.reset_leash_to_default()
-    with pytest.raises(ValueError, match="string 1"):
+    with pytest.raises(ValueError, match=r"strings\[1\]"):
         condition_similarities(MalleableModel(model, tok), ["fine", "<|im_start|>user\nunclosed"], cv, [1],
                                "user_text", use_chat_template=False)
+    # the search names the caller's list and index, not the index in positives + negatives
+    with pytest.raises(ValueError, match=r"negative_strings\[1\]: the user's message has no tokens"):
+        MalleableModel(model, tok).find_best_condition_point(["bad", "evil", "x"], ["ok", "<|im_end|>"], cv,
+                                                             condition_threshold_comparison_mode="user_text")
 
 
 # --------------------------------------------------------------------------- the real SmolLM2 (slow)

@@ -198,14 +198,6 @@ class UserText:
     def describe(self, which: str) -> str:
         return f"{which} marker token ids {list(self.head if which == 'head' else self.end)}"
 
-    def spans(self, rows: Sequence[Sequence[int]], what: str = "string") -> tuple[list[int], list[int]]:
-        starts, ends = [], []
-        for i, r in enumerate(rows):
-            s, e = self.span(r, f"{what} {i}")
-            starts.append(s)
-            ends.append(e)
-        return starts, ends
-
     def mask(self, input_ids: torch.Tensor, real: torch.Tensor, what: str = "prompt row") -> torch.Tensor:
         """token_mask[B, T] int64 for the op: 0 padding, REAL_TOKEN, USER_TEXT_TOKEN at the message.
 

@@ -303,7 +303,8 @@ def _similarity_matrix(hf_model, tok: Tokenized, pad_id: int, directions: dict[i
 
 
 def _prepare(model, strings: list[str], condition_vector, layer_ids_or_range, mode: str, batch_size: int,
-             tokenizer, use_chat_template: bool, from_range: bool):
+             tokenizer, use_chat_template: bool, from_range: bool, name_of=lambda i: f"strings[{i}]"):
+    """`name_of(i)`: how an error names string i, as the caller's argument and index."""
     hf_model, tokenizer = _resolve(model, tokenizer)
     n_layers = len(find_decoder_layers(hf_model))
     if from_range:
@@ -320,9 +321,12 @@ def _prepare(model, strings: list[str], condition_vector, layer_ids_or_range, mo
     tok = tokenize(tokenizer, texts, add_special_tokens=not use_chat_template)
     empty = np.flatnonzero(tok.lengths == 0).tolist()
     if empty:
-        raise ValueError(f"string(s) at index {empty} tokenize to no tokens; remove them or use the chat template")
+        raise ValueError(f"{', '.join(name_of(i) for i in empty)} tokenize(s) to no tokens; remove them or use the "
+                         "chat template")
     if mode == "user_text":  # the user's message in each string's ids, located as the steering runtime locates it
-        starts, ends = user_text_locator(tokenizer).spans(tok.input_ids, "string")
+        loc = user_text_locator(tokenizer)
+        spans = [loc.span(row, name_of(i)) for i, row in enumerate(tok.input_ids)]
+        starts, ends = [a for a, _ in spans], [e for _, e in spans]
         tok.user_span = np.stack([np.asarray(starts, np.int64), np.asarray(ends, np.int64)], axis=1)
     return hf_model, layer_ids, directions, tok, pad_token_id(tokenizer), batch_size
 
@@ -434,9 +438,11 @@ def find_best_condition_point(model, positive_strings: Sequence[str], negative_s
             "raise threshold_step, lower max_layers_to_combine or narrow layer_range"
         )
     strings = positives + negatives
+    n_pos = len(positives)
     hf_model, layer_ids, directions, tok, pad_id, batch_size = _prepare(
         model, strings, condition_vector, (layer_ids[0], layer_ids[-1] + 1), mode, batch_size, tokenizer,
-        use_chat_template, from_range=True)
+        use_chat_template, from_range=True,
+        name_of=lambda i: f"positive_strings[{i}]" if i < n_pos else f"negative_strings[{i - n_pos}]")
     if show_progress is None:
         show_progress = GlobalConfig.is_verbose("MalleableModel")
 
