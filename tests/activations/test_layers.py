@@ -41,6 +41,10 @@ def test_unknown_architecture_names_the_class():
 
 def test_resolve_layer_ids():
     assert resolve_layer_ids([0, -1, 2], 4, "ids") == [0, 3, 2]
+    with pytest.raises(ValueError, match=r"hidden_layer_ids lists layer 3 twice \(as 3 and -1\)"):
+        resolve_layer_ids([3, 0, -1], 4, "hidden_layer_ids")
+    with pytest.raises(ValueError, match=r"ids lists layer 1 twice \(as 1 and 1\)"):
+        resolve_layer_ids([1, 1], 4, "ids")
     with pytest.raises(ValueError, match=r"behavior_layer_ids.*layer id 4.*4 layers"):
         resolve_layer_ids([4], 4, "behavior_layer_ids")
     with pytest.raises(ValueError, match="-5"):

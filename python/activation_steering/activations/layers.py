@@ -304,8 +304,9 @@ def num_layers(model) -> int:
 def resolve_layer_ids(layer_ids, n_layers: int, arg_name: str) -> list[int]:
     """Normalise layer ids (negatives count from the end) and range-check them.
 
-    Raises ValueError naming `arg_name` and the valid range. Order and duplicates
-    are preserved as given, after normalisation duplicates are removed.
+    Raises ValueError naming `arg_name` and the valid range, or the layer given twice
+    (also as its negative alias): a repeat is refused everywhere a layer list is taken
+    (docs/semantics.md, "Layer lists"). Order is preserved as given.
     """
     if isinstance(layer_ids, int):
         layer_ids = [layer_ids]
@@ -324,8 +325,10 @@ def resolve_layer_ids(layer_ids, n_layers: int, arg_name: str) -> list[int]:
                 f"{arg_name}: layer id {i} is out of range for a model with {n_layers} layers "
                 f"(valid: 0..{n_layers - 1} or -{n_layers}..-1)"
             )
-        if j not in out:
-            out.append(j)
+        if j in out:
+            first = ids[out.index(j)]
+            raise ValueError(f"{arg_name} lists layer {j} twice (as {int(first)} and {i}); give each layer once")
+        out.append(j)
     return out
 
 
