@@ -126,6 +126,15 @@ class SteeringVector:
     provenance: dict = dataclasses.field(default_factory=dict)
     residual_norms: dict[int, float] | None = None
 
+    def __post_init__(self) -> None:
+        # Checked where a bad value enters (the constructor, so every algebra result too),
+        # not first at a distant save or steer: finite and > 0 for exactly the layers of
+        # `directions`, or None (docs/formats.md).
+        if self.residual_norms is not None:
+            from .vectors.svec import check_residual_norms
+
+            self.residual_norms = check_residual_norms(self.residual_norms, self.directions)
+
     @classmethod
     def train(cls, model: Any, tokenizer: Any, steering_dataset: SteeringDataset, method: str = "pca_pairwise",
               accumulate_last_x_tokens: int | str = 1, hidden_layer_ids: Sequence[int] | None = None,
