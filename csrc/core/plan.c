@@ -92,7 +92,8 @@ static as_status check_vector(const as_plan_input_t *in, const as_plan_vector_t 
     if (adds && v->unit == AS_UNIT_RESIDUAL_NORM && (!v->avail_norm || !v->avail_has_norm))
         return as_error_set(err, AS_ERR_INVALID_ARG, unit_arg(v), idx, -1, "the vector records no residual norms",
                             "%s = \"residual_norm\" needs %s.residual_norms, which this vector does not have (a "
-                            "file from before it was recorded); retrain the vector, or use %s = \"absolute\"",
+                            "vector built in code, or a file from before they were recorded); retrain it (train "
+                            "records them), or use %s = \"absolute\"",
                             unit_arg(v), v->name, unit_arg(v));
     /* keys: normalised, never two for one layer */
     for (int64_t a = 0; a < v->n_avail; a++) {

@@ -192,6 +192,12 @@ def test_if_c1_add_if_not_c1_ablate_per_row():
     assert sequential == [a if m else b for a, b, m in zip(added, ablated, met)]
     for batch_size in (2, 6):
         assert mm.respond_batch(PROMPTS, SETTINGS, batch_size=batch_size) == sequential
+    plan = mm.steering_plan
+    mm.multisteer(behavior_vectors=[beh, beh], behavior_layer_ids=[layers, layers],  # numpy lists are accepted
+                  behavior_vector_strengths=[4.0, 1.0], condition_vectors=[cond], condition_layer_ids=[[1]],
+                  condition_vector_thresholds=[thr], condition_comparator_threshold_is=["larger"],
+                  rules=["if C1 then B1", "if not C1 then B2"], behavior_operators=np.array(["add", "ablate"]))
+    assert mm.steering_plan.behavior_operators == plan.behavior_operators == ("add", "ablate")
 
 
 @pytest.mark.parametrize("ooi", [False, True])
@@ -254,7 +260,7 @@ MULTI = dict(behavior_layer_ids=[[1], [2]], behavior_vector_strengths=[1.0, 1.0]
      "strength_unit must be one of 'absolute', 'residual_norm', 'token_norm'"),
     (lambda mm, v: mm.steer(behavior_vector=vector(1, norms=None), behavior_layer_ids=[1],
                             strength_unit="residual_norm"),
-     r"strength_unit = \"residual_norm\" needs behavior_vector.residual_norms.*retrain the vector, or use "
+     r"strength_unit = \"residual_norm\" needs behavior_vector.residual_norms.*retrain it \(train records them\), or use "
      r"strength_unit = \"absolute\""),
     (lambda mm, v: mm.steer(behavior_vector=vector(1, norms={1: 2.0}), behavior_layer_ids=[1, 2],
                             strength_unit="residual_norm"),

@@ -56,6 +56,8 @@ BAD = [
     (dict(behavior_layer_ids=[2, 2]), ValueError, r"behavior_layer_ids lists layer 2 twice \(as 2 and 2\)"),
     (dict(behavior_layer_ids=[2, 3, -1]), ValueError, r"behavior_layer_ids lists layer 3 twice \(as 3 and -1\)"),
     (dict(condition_layer_ids=[1, -3]), ValueError, r"condition_layer_ids lists layer 1 twice \(as 1 and -3\)"),
+    (dict(condition_vector=None, condition_layer_ids=None, condition_vector_threshold=None,
+          condition_layer_combination="and"), ValueError, r'condition_layer_combination="and" needs a condition'),
 ]
 
 

@@ -240,6 +240,8 @@ def _per_behavior(value, n: int, choices, name: str, default: str) -> list[tuple
         return [(default, name)] * n
     if isinstance(value, str):
         return [(_check_choice(value, tuple(choices), name), name)] * n
+    if isinstance(value, np.ndarray):  # accepted like the layer lists and strengths
+        value = value.tolist()
     values = _check_list(value, name)
     _check_lengths(n, "behaviors", **{name: values})
     return [(_check_choice(v, tuple(choices), f"{name}[{k}]"), f"{name}[{k}]") for k, v in enumerate(values)]
@@ -350,8 +352,11 @@ def build_steer_plan(n_layers: int, hidden_size: int, behavior_vector=None, beha
                             "condition_vector", "condition_layer_ids", "condition_vector_threshold",
                             smaller=cmp_ == "smaller", last=mode == "last", user_text=mode == "user_text")]
     tables = np.array([[0, 1]], dtype=np.uint8) if conditions else None  # "if C1 then B1"
-    if _check_choice(condition_layer_combination, LAYER_COMBINATIONS, "condition_layer_combination") == "and" \
-            and conditions and len(conditions[0].layers) > 1:
+    combination = _check_choice(condition_layer_combination, LAYER_COMBINATIONS, "condition_layer_combination")
+    if combination == "and" and not conditions:
+        raise ValueError('condition_layer_combination="and" needs a condition (condition_vector and '
+                         "condition_layer_ids); without one, leave it at the default \"or\"")
+    if combination == "and" and len(conditions[0].layers) > 1:
         conditions, tables = _lower_and_condition(conditions[0], n_layers)
     return _compile(n_layers, hidden_size, behaviors, conditions, tables, ooi, first, config)
 
