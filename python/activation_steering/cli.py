@@ -242,6 +242,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# steer's keyword arguments -> the steer command's flags (for the API's error messages)
+_STEER_FLAGS = {"behavior_vector_strength": "--strength", "behavior_layer_ids": "--layers",
+                "behavior_operator": "--operator", "strength_unit": "--strength-unit", "behavior_vector": "--behavior",
+                "condition_layer_ids": "--condition-layers", "condition_vector_threshold": "--threshold",
+                "condition_comparator_threshold_is": "--comparator", "condition_threshold_comparison_mode": "--mode",
+                "condition_layer_combination": "--condition-layer-combination", "condition_vector": "--condition"}
+
+
+def _as_flags(message: str) -> str:
+    import re
+
+    return re.sub(r"\b(" + "|".join(sorted(_STEER_FLAGS, key=len, reverse=True)) + r")\b",
+                  lambda m: _STEER_FLAGS[m.group(1)], message)
+
+
+def _steer(mm, args: argparse.Namespace, behavior, condition) -> None:
+    mm.steer(behavior_vector=behavior, behavior_layer_ids=args.layers, behavior_vector_strength=args.strength,
+             condition_vector=condition, condition_layer_ids=args.condition_layers if condition else None,
+             condition_vector_threshold=args.threshold, condition_comparator_threshold_is=args.comparator,
+             condition_threshold_comparison_mode=args.mode, behavior_operator=args.operator,
+             strength_unit=args.strength_unit,
+             condition_layer_combination=args.condition_layer_combination)
+
+
 def cmd_steer(args: argparse.Namespace) -> int:
     from . import MalleableModel
 
@@ -258,12 +282,10 @@ def cmd_steer(args: argparse.Namespace) -> int:
     model, tok = _load_model(args.model, args.no_chat_template)
     mm = MalleableModel(model, tok)
     if behavior is not None:
-        mm.steer(behavior_vector=behavior, behavior_layer_ids=args.layers, behavior_vector_strength=args.strength,
-                 condition_vector=condition, condition_layer_ids=args.condition_layers if condition else None,
-                 condition_vector_threshold=args.threshold, condition_comparator_threshold_is=args.comparator,
-                 condition_threshold_comparison_mode=args.mode, behavior_operator=args.operator,
-                 strength_unit=args.strength_unit,
-                 condition_layer_combination=args.condition_layer_combination)
+        try:
+            _steer(mm, args, behavior, condition)
+        except ValueError as exc:  # the API's message, in the flags' names
+            raise InputError(_as_flags(str(exc))) from None
     settings = {"max_new_tokens": args.max_new_tokens, "do_sample": False, "repetition_penalty": 1.1}
     responses = mm.respond_batch(prompts, settings=settings, batch_size=args.batch_size,
                                  use_chat_template=not args.no_chat_template,
