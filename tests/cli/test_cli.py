@@ -142,6 +142,8 @@ def _search(tiny_llama_dir, files, vec_path, capsys, combination):
 
 
 def test_search_and_line_round_trips_into_steer(trained, tiny_llama_dir, files, tmp_path, capsys):
+    """The line equals the Python point (tagged "and"), and its fields as steer flags install point.steer_kwargs().
+    (On this tiny model the best AND point has one layer; two-layer AND gating is the test below.)"""
     path, vec, mm = trained
     line = _search(tiny_llama_dir, files, path, capsys, "and")
     pos = [s for s in (files / "pos.txt").read_text().splitlines() if s]
@@ -169,16 +171,23 @@ def test_search_layer_combination_or_is_the_default(trained, tiny_llama_dir, fil
 
 
 def test_condition_layer_combination_and_changes_the_gate(trained, tiny_llama_dir, files, tmp_path):
-    """Two condition layers, a threshold met at one of them only: OR steers, AND does not."""
+    """Condition layers 1,2 at threshold 0.025, "smaller" (met iff sim > 0.025): on this tiny model "Tell me a
+    story" has sims about 0.023 / 0.028 there (met at layer 2 only), "What is two plus two?" about 0.25 / 0.24
+    (met at both). OR steers both prompts, AND only the second; each equals the Python API."""
     path, vec, mm = trained
     common = ["--behavior", str(path), "--layers", "2-3", "--strength", "8", "--condition", str(path),
-              "--condition-layers", "1,2", "--threshold", "0.0", "--comparator", "smaller"]
+              "--condition-layers", "1,2", "--threshold", "0.025", "--comparator", "smaller"]
+    got = {}
     for combination in ("or", "and"):
-        got = _cli_steer(tiny_llama_dir, files, tmp_path, [*common, "--condition-layer-combination", combination])
+        got[combination] = _cli_steer(tiny_llama_dir, files, tmp_path,
+                                      [*common, "--condition-layer-combination", combination])
         want = _api_steer(mm, files, behavior_vector=vec, behavior_layer_ids=[2, 3], behavior_vector_strength=8.0,
-                          condition_vector=vec, condition_layer_ids=[1, 2], condition_vector_threshold=0.0,
+                          condition_vector=vec, condition_layer_ids=[1, 2], condition_vector_threshold=0.025,
                           condition_comparator_threshold_is="smaller", condition_layer_combination=combination)
-        assert got == want
+        assert got[combination] == want
+    unsteered = _cli_steer(tiny_llama_dir, files, tmp_path, [])
+    assert got["and"][0] == unsteered[0] != got["or"][0]  # met at one layer only: AND does not steer it
+    assert got["and"][1] == got["or"][1] != unsteered[1]  # met at both: steered either way
 
 
 @pytest.mark.parametrize("argv,flag", [
