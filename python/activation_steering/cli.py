@@ -228,14 +228,42 @@ def cmd_search(args: argparse.Namespace) -> int:
     vector = _load_vector(args.vector, "--vector")
     model, tok = _load_model(args.model, args.no_chat_template)
     mm = MalleableModel(model, tok)
-    layers, threshold, direction, f1 = mm.find_best_condition_point(
+    point = mm.find_best_condition_point(
         positives, negatives, vector, layer_range=args.layer_range, max_layers_to_combine=args.max_combine,
         threshold_range=args.threshold_range, threshold_step=args.threshold_step,
         save_analysis=args.out is not None, file_path=args.out,
         condition_threshold_comparison_mode=args.mode, exact=args.exact,
-        use_chat_template=not args.no_chat_template)
-    print(json.dumps({"layers": list(layers), "threshold": float(threshold), "direction": direction, "f1": float(f1)}))
+        use_chat_template=not args.no_chat_template, layer_combination=args.layer_combination)
+    layers, threshold, direction, f1 = point
+    # `steer` installs this point with --condition-layers LAYERS --threshold THRESHOLD --comparator DIRECTION
+    # --condition-layer-combination LAYER_COMBINATION (and the same --mode); json keeps every digit of the threshold
+    print(json.dumps({"layers": list(layers), "threshold": float(threshold), "direction": direction, "f1": float(f1),
+                      "layer_combination": point.layer_combination}))
     return 0
+
+
+# steer's keyword arguments -> the steer command's flags (for the API's error messages)
+_STEER_FLAGS = {"behavior_vector_strength": "--strength", "behavior_layer_ids": "--layers",
+                "behavior_operator": "--operator", "strength_unit": "--strength-unit", "behavior_vector": "--behavior",
+                "condition_layer_ids": "--condition-layers", "condition_vector_threshold": "--threshold",
+                "condition_comparator_threshold_is": "--comparator", "condition_threshold_comparison_mode": "--mode",
+                "condition_layer_combination": "--condition-layer-combination", "condition_vector": "--condition"}
+
+
+def _as_flags(message: str) -> str:
+    import re
+
+    return re.sub(r"\b(" + "|".join(sorted(_STEER_FLAGS, key=len, reverse=True)) + r")\b",
+                  lambda m: _STEER_FLAGS[m.group(1)], message)
+
+
+def _steer(mm, args: argparse.Namespace, behavior, condition) -> None:
+    mm.steer(behavior_vector=behavior, behavior_layer_ids=args.layers, behavior_vector_strength=args.strength,
+             condition_vector=condition, condition_layer_ids=args.condition_layers if condition else None,
+             condition_vector_threshold=args.threshold, condition_comparator_threshold_is=args.comparator,
+             condition_threshold_comparison_mode=args.mode, behavior_operator=args.operator,
+             strength_unit=args.strength_unit,
+             condition_layer_combination=args.condition_layer_combination)
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
@@ -246,13 +274,18 @@ def cmd_steer(args: argparse.Namespace) -> int:
     condition = _load_vector(args.condition, "--condition") if args.condition else None
     if condition is not None and (args.condition_layers is None or args.threshold is None):
         raise InputError("--condition needs --condition-layers and --threshold")
+    if behavior is None and (args.operator != "add" or args.strength_unit != "absolute"):
+        flag = "--operator" if args.operator != "add" else "--strength-unit"
+        raise InputError(f"{flag} needs --behavior (without one the model is not steered)")
+    if condition is None and args.condition_layer_combination != "or":
+        raise InputError("--condition-layer-combination needs --condition")
     model, tok = _load_model(args.model, args.no_chat_template)
     mm = MalleableModel(model, tok)
     if behavior is not None:
-        mm.steer(behavior_vector=behavior, behavior_layer_ids=args.layers, behavior_vector_strength=args.strength,
-                 condition_vector=condition, condition_layer_ids=args.condition_layers if condition else None,
-                 condition_vector_threshold=args.threshold, condition_comparator_threshold_is=args.comparator,
-                 condition_threshold_comparison_mode=args.mode)
+        try:
+            _steer(mm, args, behavior, condition)
+        except ValueError as exc:  # the API's message, in the flags' names
+            raise InputError(_as_flags(str(exc))) from None
     settings = {"max_new_tokens": args.max_new_tokens, "do_sample": False, "repetition_penalty": 1.1}
     responses = mm.respond_batch(prompts, settings=settings, batch_size=args.batch_size,
                                  use_chat_template=not args.no_chat_template,
@@ -352,6 +385,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["mean", "last", "user_text"], default="mean",
                    help="pooling of the prompt's hidden states before the similarity: all real tokens, the last one, "
                         "or the user's message only (default: %(default)s)")
+    p.add_argument("--layer-combination", choices=["or", "and", "both"], default="or",
+                   help="how a combination's layers combine: a prompt is positive when ANY layer meets the condition "
+                        "(or), when EVERY layer does (and), or search both, OR winning at equal F1 "
+                        "(default: %(default)s)")
     p.add_argument("--exact", action="store_true",
                    help="search every distinct threshold, not just the grid (default: off)")
     p.add_argument("--out", help="write the analysis JSON here (default: none)")
@@ -367,11 +404,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_int_list, default=list(range(10, 16)),
                    help="behaviour layers, e.g. '10-15' (default: 10-15)")
     p.add_argument("--strength", type=float, default=1.0, help="behaviour vector strength (default: %(default)s)")
+    p.add_argument("--operator", choices=["add", "ablate", "ablate_then_add"], default="add",
+                   help="what the behaviour does at its layers: add strength * vector (ActAdd), ablate (remove the "
+                        "vector's direction; strength-free) or ablate_then_add (default: %(default)s)")
+    p.add_argument("--strength-unit", choices=["absolute", "residual_norm", "token_norm"], default="absolute",
+                   help="unit of --strength: absolute, a fraction of the layer's median residual norm recorded by "
+                        "train (residual_norm), or of each position's own norm (token_norm) (default: %(default)s)")
     p.add_argument("--condition", help="condition vector .svec (default: none, steer unconditionally)")
     p.add_argument("--condition-layers", type=_int_list,
                    help="condition layers, e.g. '5' (default: none; required with --condition)")
     p.add_argument("--threshold", type=float,
                    help="condition threshold (default: none; required with --condition)")
+    p.add_argument("--condition-layer-combination", choices=["or", "and"], default="or",
+                   help="with several condition layers: met when ANY layer meets it (or) or only when EVERY layer "
+                        "does (and); a search line's layer_combination (default: %(default)s)")
     p.add_argument("--comparator", choices=["larger", "smaller"], default="larger",
                    help="'larger': the condition is met when the similarity is below the threshold; "
                         "'smaller': above it (default: %(default)s)")
