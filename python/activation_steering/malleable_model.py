@@ -39,6 +39,7 @@ from .steering.plan import SteeringPlan, build_multisteer_plan, build_steer_plan
 
 if TYPE_CHECKING:
     from .extract import SteeringVector
+    from .conditions.search import ConditionPoint
 
 DEFAULT_BEHAVIOR_LAYER_IDS = (10, 11, 12, 13, 14, 15)
 # The attribute of a wrapped model that points at the MalleableModel steering it,
@@ -379,7 +380,7 @@ class MalleableModel:
                                   exact: bool = False, batch_size: int = 32, plot: bool | str = False,
                                   tokenizer: Any = None, use_chat_template: bool = True,
                                   show_progress: bool | None = None,
-                                  layer_combination: str = "or") -> tuple[list[int], float, str, float]:
+                                  layer_combination: str = "or") -> ConditionPoint:
         """Search condition layers, threshold and comparator for the best F1 (the CAST paper's grid search).
 
         Every prompt runs once through the model (truncated after the deepest layer);
