@@ -90,6 +90,10 @@ class ConditionPoint(tuple):
         condition_vector: the condition SteeringVector searched with (or None).
     """
 
+    layer_combination: str
+    condition_threshold_comparison_mode: str
+    condition_vector: Any
+
     def __new__(cls, layers, threshold: float, direction: str, f1: float, layer_combination: str = "or",
                 condition_threshold_comparison_mode: str = "mean", condition_vector=None) -> ConditionPoint:
         self = super().__new__(cls, (list(layers), float(threshold), direction, float(f1)))
