@@ -15,7 +15,10 @@ Every configuration's replies are cached as JSON (AS_SWEEP_DIR, default
 
     PYTHONPATH=python python benchmarks/sweep_cast_behaviour.py \
         --config pca_center,8,10-15,12 --config mean_diff,8,10-15,8 ...
-    (method, opener pairs, layers LO-HI inclusive, strength)
+    (method, opener pairs, layers LO-HI inclusive, strength[, operator[, strength unit]])
+    Operator ("add", "ablate", "ablate_then_add") and unit ("absolute", "residual_norm",
+    "token_norm") are MalleableModel.steer's; omitted they are "add" / "absolute".
+    The table gives each rate with its Wilson 95% interval.
 """
 from __future__ import annotations
 
@@ -75,6 +78,15 @@ def sample(data, n: int):
     return [data.train_harmful[i] for i in idx], [data.train_harmless[i] for i in idx]
 
 
+def rate(k: int, n: int) -> str:
+    """k/n as a percentage with its Wilson 95% interval."""
+    if n == 0:
+        return "-"
+    z, p = 1.96, k / n
+    mid, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return f"{p:.1%} [{max(0.0, mid - half):.0%}-{min(1.0, mid + half):.0%}] ({k}/{n})"
+
+
 def main() -> int:
     from activation_steering import MalleableModel
     from activation_steering.config import GlobalConfig
@@ -110,11 +122,13 @@ def main() -> int:
             t = time.perf_counter()
             mm.reset_leash_to_default()
             if cfg != "base":
-                method, pairs, window, strength = cfg.split(",")
+                method, pairs, window, strength, *rest = cfg.split(",")
+                operator, unit = (rest + ["add", "absolute"][len(rest):])[:2]
                 lo, hi = (int(x) for x in window.split("-"))
                 vec = behaviour_vector(model, tok, data, method, int(pairs))
                 mm.steer(behavior_vector=vec, behavior_layer_ids=list(range(lo, hi + 1)),
-                         behavior_vector_strength=float(strength), **(cond or {}))
+                         behavior_vector_strength=float(strength), behavior_operator=operator,
+                         strength_unit=unit, **(cond or {}))
             replies = mm.respond_batch(harmful + harmless, settings=GEN, batch_size=16)
             mm.reset_leash_to_default()
             cache[key] = {"harmful": replies[:len(harmful)], "harmless": replies[len(harmful):],
@@ -123,21 +137,22 @@ def main() -> int:
             print(f"  {key}: {cache[key]['seconds']:.0f}s", flush=True)
 
     print(f"\n{args.n_prompts}+{args.n_prompts} train prompts, greedy, 32 new tokens, repetition penalty 1.1")
-    print("| method | opener pairs | layers | strength | refuse harmful | refuse harmless | refusals fluent | "
-          "all replies fluent |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| method | opener pairs | layers | strength | operator | unit | refuse harmful | refuse harmless | "
+          "refusals fluent | all replies fluent |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     from activation_steering.demo.judge import is_fluent, is_refusal  # noqa: F811 (table-only path)
 
     for cfg, r in cache.items():
         allr = r["harmful"] + r["harmless"]
         ref = [x for x in allr if is_refusal(x)]
-        h = sum(map(is_refusal, r["harmful"])) / len(r["harmful"])
-        l = sum(map(is_refusal, r["harmless"])) / len(r["harmless"])
-        fl = (sum(map(is_fluent, ref)) / len(ref)) if ref else float("nan")
-        fa = sum(map(is_fluent, allr)) / len(allr)
+        h = rate(sum(map(is_refusal, r["harmful"])), len(r["harmful"]))
+        l = rate(sum(map(is_refusal, r["harmless"])), len(r["harmless"]))
+        fl = rate(sum(map(is_fluent, ref)), len(ref))
+        fa = rate(sum(map(is_fluent, allr)), len(allr))
         cells = ["base", "-", "-", "-"] if cfg == "base" else cfg.split("|")[0].split(",")
+        cells += ["add", "absolute"][len(cells) - 4:] if cfg != "base" else ["-", "-"]
         if "|" in cfg:
             cells[0] += " (" + cfg.split("|")[1] + ")"
-        print(f"| {' | '.join(cells)} | {h:.1%} | {l:.1%} | {fl:.1%} | {fa:.1%} |")
+        print(f"| {' | '.join(cells)} | {h} | {l} | {fl} | {fa} |")
     return 0
 
 
